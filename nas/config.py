@@ -1,0 +1,220 @@
+"""Run configuration: nested dataclasses with defaults, filled from YAML and `--set key=value`.
+
+Defaults are the DARTS paper's CIFAR-10 search settings (Liu et al. 2019, Sec. 3.1.1 and App. A.1).
+Every field can be overridden by dotted key, for example `strategy.weight_lr=0.05`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.errors import NasError
+
+
+@dataclass
+class DataConfig:
+    """Dataset and batching.
+
+    `batch_size` is per process and per split: a search step uses `batch_size` training images for
+    the weight step and `batch_size` validation images for the alpha step.
+    """
+
+    name: str = "digits"
+    data_dir: str | None = None
+    batch_size: int = 64
+    # Fraction of the training set that trains the weights; the rest trains the alphas (DARTS: 0.5).
+    train_portion: float = 0.5
+    augment: bool = False
+    # Synthetic data only: samples, image side, channels and classes.
+    synthetic_samples: int = 1024
+    synthetic_image_size: int = 32
+    synthetic_channels: int = 3
+    synthetic_classes: int = 10
+
+
+@dataclass
+class ModelConfig:
+    """The supernet: search space, number of cells, initial channels."""
+
+    space: str = "darts"
+    layers: int = 8
+    channels: int = 16
+
+
+@dataclass
+class StrategyConfig:
+    """Search strategy and its optimisers (DARTS defaults)."""
+
+    name: str = "darts"
+    order: int = 1
+    weight_lr: float = 0.025
+    weight_lr_min: float = 0.001
+    weight_momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    alpha_lr: float = 3e-4
+    alpha_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    alpha_weight_decay: float = 1e-3
+
+
+@dataclass
+class RunConfig:
+    """Epochs, seed, device and the run directory."""
+
+    epochs: int = 50
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+
+
+@dataclass
+class Config:
+    """A whole run's configuration, as written to the run directory's config.yaml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-ready)."""
+        return dataclasses.asdict(self)
+
+    def set(self, key: str, value: Any) -> None:
+        """Set the dotted `key` to `value`, checking the name and type. Raises NasError."""
+        section_name, _, name = key.partition(".")
+        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if section_name not in sections or not name:
+            raise NasError(f"unknown config key {key!r}{_suggest(key, all_keys())}")
+        section = sections[section_name]
+        hints = typing.get_type_hints(type(section))
+        if name not in hints:
+            raise NasError(f"unknown config key {key!r}{_suggest(key, all_keys())}")
+        setattr(section, name, _coerce(value, hints[name], key))
+
+
+def all_keys() -> list[str]:
+    """Every dotted config key."""
+    config = Config()
+    return [
+        f"{section.name}.{f.name}"
+        for section in dataclasses.fields(config)
+        for f in dataclasses.fields(getattr(config, section.name))
+    ]
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(choices)}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the type `hint`, converting where YAML is loose (1e-3 -> float)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except NasError:
+                pass
+        raise NasError(f"config key {key!r}: expected {_type_name(hint)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise NasError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str and isinstance(value, str):
+        return value
+    raise NasError(f"config key {key!r}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Split `key=value` (the value read as YAML). Raises NasError if there is no '='."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise NasError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_dict(config: Config, data: Any, where: str) -> None:
+    """Apply a nested mapping {section: {field: value}} onto `config`. Raises NasError."""
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise NasError(f"{where}: expected a mapping of sections, got {type(data).__name__}")
+    for section, values in data.items():
+        if section == "meta":  # written by nasforge into run directories; informational
+            continue
+        if not isinstance(values, dict):
+            raise NasError(f"{where}: section {section!r} must be a mapping of keys to values")
+        for name, value in values.items():
+            try:
+                config.set(f"{section}.{name}", value)
+            except NasError as err:
+                raise NasError(f"{where}: {err}") from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file. Raises NasError if it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise NasError(f"config file {str(path)!r} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise NasError(f"config file {path}: not valid YAML ({err})") from None
+
+
+def validate(config: Config) -> None:
+    """Range checks a type check cannot express. Raises NasError naming the key."""
+    checks = [
+        (config.data.batch_size >= 2, "data.batch_size must be at least 2 (BatchNorm needs it)"),
+        (0 < config.data.train_portion < 1, "data.train_portion must be between 0 and 1"),
+        (config.model.layers >= 1, "model.layers must be at least 1"),
+        (config.model.channels >= 1, "model.channels must be at least 1"),
+        (config.strategy.order in (1, 2), "strategy.order must be 1 or 2"),
+        (config.strategy.weight_lr > 0, "strategy.weight_lr must be positive"),
+        (config.strategy.alpha_lr > 0, "strategy.alpha_lr must be positive"),
+        (len(config.strategy.alpha_betas) == 2, "strategy.alpha_betas must be two numbers"),
+        (config.run.epochs >= 1, "run.epochs must be at least 1"),
+        (config.data.synthetic_samples >= 4, "data.synthetic_samples must be at least 4"),
+        (config.data.synthetic_classes >= 2, "data.synthetic_classes must be at least 2"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise NasError(message)

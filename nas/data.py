@@ -1,0 +1,255 @@
+"""Datasets (digits, synthetic, cifar10) as in-memory tensors, splits and seeded loaders.
+
+Every dataset is a builder in the DATASETS registry: `(DataConfig) -> ImageData`. Splits are fixed
+permutations (seed 0), so every run of every command sees the same train/val/test images.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+
+from nas.config import DataConfig
+from nas.errors import NasError
+from nas.registry import Registry
+
+_SPLIT_SEED = 0  # fixed: splits never depend on the run's seed
+
+
+@dataclass
+class ImageData:
+    """A labelled image dataset with a fixed train/test split. Images are normalised floats."""
+
+    train: TensorDataset
+    test: TensorDataset
+    in_channels: int
+    num_classes: int
+    image_size: int
+
+
+DATASETS: Registry[Callable[[DataConfig], ImageData]] = Registry("dataset")
+
+
+def load_dataset(config: DataConfig) -> ImageData:
+    """Build the dataset named by `config.name`. Raises NasError for unknown or missing data."""
+    return DATASETS.get(config.name)(config)
+
+
+def split(dataset: TensorDataset, first_fraction: float) -> tuple[TensorDataset, TensorDataset]:
+    """Split into two parts by a fixed permutation; the first holds `first_fraction` of it."""
+    images, labels = dataset.tensors
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED))
+    cut = int(round(first_fraction * len(labels)))
+    if cut < 2 or len(labels) - cut < 2:
+        raise NasError(
+            f"a split of {len(labels)} samples at {first_fraction} leaves a part too small"
+        )
+    first, second = order[:cut], order[cut:]
+    return TensorDataset(images[first], labels[first]), TensorDataset(
+        images[second], labels[second]
+    )
+
+
+def _normalise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = train.mean(dim=(0, 2, 3), keepdim=True)
+    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (train - mean) / std, (test - mean) / std
+
+
+def _from_arrays(
+    images: torch.Tensor, labels: torch.Tensor, test_fraction: float, classes: int
+) -> ImageData:
+    train, test = split(TensorDataset(images, labels), 1.0 - test_fraction)
+    train_images, test_images = _normalise(train.tensors[0], test.tensors[0])
+    return ImageData(
+        train=TensorDataset(train_images, train.tensors[1]),
+        test=TensorDataset(test_images, test.tensors[1]),
+        in_channels=images.shape[1],
+        num_classes=classes,
+        image_size=images.shape[-1],
+    )
+
+
+@DATASETS.register("digits")
+def _digits(config: DataConfig) -> ImageData:
+    """scikit-learn's handwritten digits: 1797 real 8x8 grey images, 10 classes; 20% held out."""
+    _no_data_dir(config)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    return _from_arrays(images, labels, test_fraction=0.2, classes=10)
+
+
+@DATASETS.register("synthetic")
+def _synthetic(config: DataConfig) -> ImageData:
+    """Random images labelled by a fixed random linear teacher on pooled pixels (learnable)."""
+    _no_data_dir(config)
+    generator = torch.Generator().manual_seed(1234)
+    size, channels = config.synthetic_image_size, config.synthetic_channels
+    images = torch.randn(config.synthetic_samples, channels, size, size, generator=generator)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(images, 2).flatten(1)
+    teacher = torch.randn(pooled.shape[1], config.synthetic_classes, generator=generator)
+    labels = (pooled @ teacher).argmax(dim=1)
+    return _from_arrays(images, labels, test_fraction=0.2, classes=config.synthetic_classes)
+
+
+def _no_data_dir(config: DataConfig) -> None:
+    if config.data_dir is not None:
+        raise NasError(f"--data-dir applies to cifar10 only; dataset {config.name!r} needs none")
+
+
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(config: DataConfig) -> ImageData:
+    """CIFAR-10 from `data_dir`: the python-pickle batches (data_batch_1..5, test_batch)."""
+    if config.data_dir is None:
+        raise NasError(
+            "cifar10 needs --data-dir DIR holding the python version of CIFAR-10 "
+            "(cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, extracted)"
+        )
+    folder = _find_cifar_folder(Path(config.data_dir))
+    if folder is None:
+        folder = _torchvision_cifar(Path(config.data_dir))
+    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test = _read_cifar_batch(folder / "test_batch")
+    mean = torch.tensor(_CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(_CIFAR_STD).view(1, 3, 1, 1)
+    train_images = (torch.cat([t[0] for t in train]) - mean) / std
+    return ImageData(
+        train=TensorDataset(train_images, torch.cat([t[1] for t in train])),
+        test=TensorDataset((test[0] - mean) / std, test[1]),
+        in_channels=3,
+        num_classes=10,
+        image_size=32,
+    )
+
+
+def _find_cifar_folder(root: Path) -> Path | None:
+    for folder in (root, root / "cifar-10-batches-py"):
+        if (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file():
+            return folder
+    return None
+
+
+def _torchvision_cifar(root: Path) -> Path:
+    message = (
+        f"no CIFAR-10 batches in {str(root)!r}: expected data_batch_1..5 and test_batch there or "
+        "in its cifar-10-batches-py/ folder (extract cifar-10-python.tar.gz from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html into it)"
+    )
+    try:
+        import torchvision
+    except Exception:  # torchvision is optional and may fail to import, not only be missing
+        raise NasError(message) from None
+    try:  # torchvision downloads and verifies the same python-pickle archive
+        torchvision.datasets.CIFAR10(str(root), download=True)
+    except Exception as err:
+        raise NasError(f"{message}; the torchvision download failed too ({err})") from None
+    folder = _find_cifar_folder(root)
+    if folder is None:
+        raise NasError(message)
+    return folder
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Loads only plain containers and numpy arrays: a CIFAR batch file cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> type:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+
+
+def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    if not path.is_file():
+        raise NasError(f"CIFAR-10 file {str(path)!r} is missing; re-extract the archive")
+    try:
+        with path.open("rb") as f:
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
+        raise NasError(f"{path}: not a CIFAR-10 python batch ({err})") from None
+    return torch.from_numpy(data.astype(np.float32) / 255.0), torch.from_numpy(labels)
+
+
+class _Augmented(Dataset):
+    """Random crop (pad 4) and horizontal flip, the standard CIFAR augmentation, on tensors."""
+
+    def __init__(self, base: TensorDataset, generator: torch.Generator) -> None:
+        self.base = base
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.base[index]
+        size = image.shape[-1]
+        padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
+        top, left, flip = torch.randint(0, 9, (3,), generator=self.generator).tolist()
+        image = padded[:, top : top + size, left : left + size]
+        if flip % 2:
+            image = image.flip(-1)
+        return image, label
+
+
+def loader(
+    dataset: TensorDataset,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    epoch: int,
+    augment: bool = False,
+) -> DataLoader:
+    """A loader for one epoch. Training loaders shuffle with a generator seeded by (seed, epoch),
+    so a resumed run sees the same batches, and drop the last partial batch (BatchNorm needs >1).
+    """
+    if not train:
+        return DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    source: Dataset = _Augmented(dataset, generator) if augment else dataset
+    sampler = RandomSampler(source, generator=generator)
+    return DataLoader(source, batch_size=batch_size, sampler=sampler, drop_last=True)
+
+
+def batches_per_epoch(dataset: TensorDataset, batch_size: int) -> int:
+    """Number of full batches a training loader yields."""
+    return len(dataset) // batch_size
+
+
+def check_batch_size(dataset: TensorDataset, batch_size: int, what: str) -> None:
+    """Raise NasError if `dataset` cannot fill one batch."""
+    if len(dataset) < batch_size:
+        raise NasError(
+            f"the {what} split has {len(dataset)} samples, fewer than one batch of {batch_size}; "
+            "lower --batch-size"
+        )
+
+
+def cycle(loader_factory: Callable[[int], DataLoader]) -> Iterator:
+    """Endless iterator over successive loaders (loader_factory(0), loader_factory(1), ...)."""
+    round_ = 0
+    while True:
+        yield from loader_factory(round_)
+        round_ += 1

@@ -1,0 +1,9 @@
+"""The one exception type for errors a user can cause and fix."""
+
+
+class NasError(Exception):
+    """A user-fixable error: bad config, bad genotype, missing dataset, incompatible flags.
+
+    The CLI prints the message on one line without a traceback and exits with status 2. The message
+    says what went wrong and what to do about it.
+    """

@@ -1,0 +1,303 @@
+"""Genotypes: the discrete architecture a search produces.
+
+A genotype names its search space and, for the normal and the reduction cell, the edges each
+intermediate node keeps (`{"op": name, "input": state index}`) and the states concatenated into the
+cell output. State 0 and 1 are the cell inputs; state i + 2 is intermediate node i. See
+docs/genotype-format.md for the JSON format.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.errors import NasError
+from nas.spaces import NUM_INPUT_NODES, CellSpace, get_space
+
+FORMAT = "nasforge.genotype"
+VERSION = 1
+CELL_KINDS = ("normal", "reduce")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One kept edge: `op` applied to state `input`."""
+
+    op: str
+    input: int
+
+
+@dataclass(frozen=True)
+class CellGenotype:
+    """One cell: `nodes[i]` holds the edges summed into intermediate node i."""
+
+    nodes: tuple[tuple[Edge, ...], ...]
+    concat: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A derived architecture of a cell space; build with `from_dict`, `load`, `parse_notation`."""
+
+    space: str
+    normal: CellGenotype
+    reduce: CellGenotype
+
+    def cell(self, kind: str) -> CellGenotype:
+        """The cell of `kind` ("normal" or "reduce")."""
+        return self.normal if kind == "normal" else self.reduce
+
+    def to_dict(self) -> dict[str, Any]:
+        """The versioned JSON-ready form."""
+        cells = {
+            kind: {
+                "nodes": [
+                    [{"op": e.op, "input": e.input} for e in node] for node in self.cell(kind).nodes
+                ],
+                "concat": list(self.cell(kind).concat),
+            }
+            for kind in CELL_KINDS
+        }
+        return {"format": FORMAT, "version": VERSION, "space": self.space, **cells}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "genotype") -> Genotype:
+        """Validate `data` and build a Genotype. Raises NasError naming the offending field."""
+        if not isinstance(data, dict):
+            raise NasError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        allowed = {"format", "version", "space", "normal", "reduce", "meta"}
+        extra = sorted(set(data) - allowed)
+        if extra:
+            raise NasError(f"{where}: unexpected field(s) {extra}; allowed: {sorted(allowed)}")
+        if data.get("format") != FORMAT:
+            raise NasError(f"{where}.format: expected {FORMAT!r}, got {data.get('format')!r}")
+        version = data.get("version")
+        if version != VERSION or isinstance(version, bool):
+            raise NasError(
+                f"{where}.version: unknown version {version!r}; this nasforge reads version "
+                f"{VERSION} (a newer file needs a newer nasforge)"
+            )
+        space_name = data.get("space")
+        if not isinstance(space_name, str):
+            raise NasError(f"{where}.space: expected a search space name, got {space_name!r}")
+        try:
+            space = get_space(space_name)
+        except NasError as err:
+            raise NasError(f"{where}.space: {err}") from None
+        cells = {
+            kind: _cell_from_dict(data.get(kind), space, f"{where}.{kind}") for kind in CELL_KINDS
+        }
+        return cls(space=space_name, **cells)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The JSON text."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | Path) -> None:
+        """Write the JSON file (atomically: temp file, then rename)."""
+        from nas.io import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Genotype:
+        """Read and validate a genotype JSON file. Raises NasError for a missing or bad file."""
+        path = Path(path)
+        if not path.is_file():
+            raise NasError(f"genotype file {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise NasError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(data, where=str(path))
+
+    def to_notation(self) -> str:
+        """The published DARTS notation, `Genotype(normal=[('op', input), ...], ...)`."""
+
+        def edges(cell: CellGenotype) -> str:
+            return (
+                "[" + ", ".join(f"({e.op!r}, {e.input})" for node in cell.nodes for e in node) + "]"
+            )
+
+        return (
+            f"Genotype(normal={edges(self.normal)}, normal_concat={list(self.normal.concat)}, "
+            f"reduce={edges(self.reduce)}, reduce_concat={list(self.reduce.concat)})"
+        )
+
+
+def _cell_from_dict(data: Any, space: CellSpace, where: str) -> CellGenotype:
+    if not isinstance(data, dict):
+        raise NasError(f"{where}: expected an object with 'nodes' and 'concat'")
+    extra = sorted(set(data) - {"nodes", "concat"})
+    if extra:
+        raise NasError(f"{where}: unexpected field(s) {extra}; allowed: ['concat', 'nodes']")
+    nodes = data.get("nodes")
+    if not isinstance(nodes, list):
+        raise NasError(f"{where}.nodes: expected a list of {space.num_nodes} nodes")
+    if len(nodes) != space.num_nodes:
+        raise NasError(
+            f"{where}.nodes: space {space.name!r} has {space.num_nodes} intermediate nodes, "
+            f"got {len(nodes)}"
+        )
+    parsed = []
+    for i, node in enumerate(nodes):
+        if not isinstance(node, list) or len(node) != space.edges_per_node:
+            count = len(node) if isinstance(node, list) else "not a list"
+            raise NasError(
+                f"{where}.nodes[{i}]: wrong edge count: space {space.name!r} keeps "
+                f"{space.edges_per_node} edges per node, got {count}"
+            )
+        parsed.append(
+            tuple(
+                _edge_from_dict(e, space, i, f"{where}.nodes[{i}][{k}]") for k, e in enumerate(node)
+            )
+        )
+    concat = _check_concat(data.get("concat"), space, f"{where}.concat")
+    return CellGenotype(nodes=tuple(parsed), concat=concat)
+
+
+def _edge_from_dict(data: Any, space: CellSpace, node: int, where: str) -> Edge:
+    if not isinstance(data, dict) or set(data) != {"op", "input"}:
+        raise NasError(f'{where}: expected {{"op": name, "input": index}}, got {data!r}')
+    op, index = data["op"], data["input"]
+    if not isinstance(op, str) or op not in space.ops or op == "none":
+        choices = ", ".join(o for o in space.ops if o != "none")
+        raise NasError(
+            f"{where}.op: unknown op {op!r} for space {space.name!r}; choose one of: {choices}"
+        )
+    num_states = NUM_INPUT_NODES + node
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < num_states:
+        raise NasError(
+            f"{where}.input: input index {index!r} out of range; node {node} reads states "
+            f"0..{num_states - 1}"
+        )
+    return Edge(op, index)
+
+
+def _check_concat(concat: Any, space: CellSpace, where: str) -> tuple[int, ...]:
+    num_states = NUM_INPUT_NODES + space.num_nodes
+    if not isinstance(concat, list) or not concat:
+        raise NasError(f"{where}: expected a non-empty list of state indices")
+    for index in concat:
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < num_states:
+            raise NasError(f"{where}: state index {index!r} out of range 0..{num_states - 1}")
+    if len(set(concat)) != len(concat):
+        raise NasError(f"{where}: repeated state index in {concat}")
+    return tuple(concat)
+
+
+def parse_notation(text: str, space: str = "darts") -> Genotype:
+    """Parse the published DARTS notation without evaluating it.
+
+    Accepts `Genotype(normal=[('sep_conv_3x3', 1), ...], normal_concat=[2, 3, 4, 5], reduce=[...],
+    reduce_concat=range(2, 6))`: keyword arguments only, literals only. Edges are grouped into nodes
+    by the space's `edges_per_node`. Raises NasError for anything else.
+    """
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as err:
+        raise NasError(f"genotype notation: not parseable ({err.msg})") from None
+    if not (
+        isinstance(tree, ast.Call)
+        and isinstance(tree.func, ast.Name)
+        and tree.func.id == "Genotype"
+    ):
+        raise NasError("genotype notation: expected Genotype(normal=..., normal_concat=..., ...)")
+    if tree.args:
+        raise NasError("genotype notation: use keyword arguments (normal=..., reduce=...)")
+    fields = {kw.arg: kw.value for kw in tree.keywords}
+    expected = {"normal", "normal_concat", "reduce", "reduce_concat"}
+    if set(fields) != expected:
+        raise NasError(
+            f"genotype notation: expected fields {sorted(expected)}, got {sorted(map(str, fields))}"
+        )
+    cell_space = get_space(space)
+    data: dict[str, Any] = {"format": FORMAT, "version": VERSION, "space": space}
+    for kind in CELL_KINDS:
+        edges = _literal_edges(fields[kind], kind)
+        per = cell_space.edges_per_node
+        data[kind] = {
+            "nodes": [edges[i : i + per] for i in range(0, len(edges), per)],
+            "concat": _literal_concat(fields[f"{kind}_concat"], f"{kind}_concat"),
+        }
+        if len(edges) != per * cell_space.num_nodes:
+            raise NasError(
+                f"genotype notation: {kind}: wrong edge count: space {space!r} needs "
+                f"{per * cell_space.num_nodes} edges, got {len(edges)}"
+            )
+    return Genotype.from_dict(data, where="genotype notation")
+
+
+def _literal_edges(node: ast.expr, name: str) -> list[dict[str, Any]]:
+    if not isinstance(node, ast.List | ast.Tuple):
+        raise NasError(f"genotype notation: {name} must be a list of (op, input) pairs")
+    edges = []
+    for item in node.elts:
+        ok = (
+            isinstance(item, ast.Tuple)
+            and len(item.elts) == 2
+            and isinstance(item.elts[0], ast.Constant)
+            and isinstance(item.elts[0].value, str)
+            and isinstance(item.elts[1], ast.Constant)
+            and type(item.elts[1].value) is int
+        )
+        if not ok:
+            raise NasError(
+                f"genotype notation: {name}: expected ('op', input) pairs, got {ast.unparse(item)}"
+            )
+        edges.append({"op": item.elts[0].value, "input": item.elts[1].value})
+    return edges
+
+
+def _literal_concat(node: ast.expr, name: str) -> list[int]:
+    def const_int(n: ast.expr) -> int:
+        if isinstance(n, ast.Constant) and type(n.value) is int:
+            return n.value
+        raise NasError(f"genotype notation: {name}: expected integers, got {ast.unparse(n)}")
+
+    if isinstance(node, ast.List | ast.Tuple):
+        return [const_int(n) for n in node.elts]
+    is_range = (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
+    )
+    if is_range and not node.keywords and len(node.args) in (1, 2):
+        bounds = [const_int(n) for n in node.args]
+        return list(range(*bounds))
+    raise NasError(f"genotype notation: {name} must be a list of integers or range(a, b)")
+
+
+def derive_cell(space: CellSpace, weights: torch.Tensor) -> CellGenotype:
+    """The DARTS rule (Liu et al. 2019, Sec. 2.4) on one cell's op weights (num_edges x num_ops).
+
+    For each intermediate node keep the `edges_per_node` incoming edges whose strongest non-`none`
+    op weighs most, and on each kept edge the strongest non-`none` op. Zero weights (pruned ops)
+    are never chosen.
+    """
+    if tuple(weights.shape) != (space.num_edges, len(space.ops)):
+        raise ValueError(f"weights of shape {tuple(weights.shape)} do not fit space {space.name!r}")
+    candidates = [k for k, op in enumerate(space.ops) if op != "none"]
+    strengths = weights.detach().double().cpu()[:, candidates]
+    nodes = []
+    for node in range(space.num_nodes):
+        sources = range(NUM_INPUT_NODES + node)
+        best = {j: strengths[space.edge_index(node, j)].max().item() for j in sources}
+        # Stable sort: ties go to the lower input index.
+        kept = sorted(sources, key=lambda j: -best[j])[: space.edges_per_node]
+        edges = []
+        for j in kept:
+            k = candidates[int(strengths[space.edge_index(node, j)].argmax())]
+            edges.append(Edge(space.ops[k], j))
+        nodes.append(tuple(edges))
+    return CellGenotype(nodes=tuple(nodes), concat=space.concat)
+
+
+def derive_genotype(space: CellSpace, weights: Sequence[torch.Tensor]) -> Genotype:
+    """Genotype from the (normal, reduce) op-weight matrices, by `derive_cell`."""
+    normal, reduce = weights
+    return Genotype(space.name, derive_cell(space, normal), derive_cell(space, reduce))

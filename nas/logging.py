@@ -1,0 +1,119 @@
+"""Run logging: metrics.jsonl, TensorBoard (main process only, imported lazily), tqdm progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+
+class RunLogger:
+    """Writes a run's logs. With `enabled=False` (non-main processes) every method is a no-op."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self._writer: Any = None
+        self._purge_step: int | None = None
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where the TensorBoard event files go."""
+        return self.run_dir / "tb"
+
+    def _tb(self) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: keeps `import nas` fast
+
+            self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self._purge_step)
+        return self._writer
+
+    def rewind(self, epoch: int) -> None:
+        """Forget everything logged after `epoch` completed epochs (a resumed run redoes them)."""
+        if not self.enabled:
+            return
+        for path in self.run_dir.glob("*.jsonl"):
+            rows = [line for line in path.read_text().splitlines() if line.strip()]
+            kept = [line for line in rows if json.loads(line).get("epoch", 0) <= epoch]
+            if len(kept) != len(rows):
+                path.write_text("".join(line + "\n" for line in kept))
+        if epoch > 0:
+            self._purge_step = epoch + 1  # TensorBoard drops events at or after this step
+
+    def append_jsonl(self, name: str, row: dict[str, Any]) -> None:
+        """Append one JSON row to run_dir/name."""
+        if not self.enabled:
+            return
+        with (self.run_dir / name).open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        """One epoch's metrics: a metrics.jsonl row and a TensorBoard scalar each."""
+        if not self.enabled:
+            return
+        self.append_jsonl("metrics.jsonl", record)
+        step = record["epoch"]
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, int | float):
+                self.scalar(_tag(key), value, step)
+
+    def summary(self, record: dict[str, Any], epochs: int) -> None:
+        """One line per epoch on stderr: losses, accuracies, seconds."""
+        if not self.enabled:
+            return
+        fields = [
+            f"{key} {value:.4f}"
+            for key, value in record.items()
+            if key.endswith(("_loss", "_acc")) and isinstance(value, float)
+        ]
+        seconds = record.get("epoch_seconds", 0.0)
+        tqdm.write(
+            f"epoch {record['epoch']}/{epochs}: {', '.join(fields)}, {seconds:.1f} s", sys.stderr
+        )
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """One TensorBoard scalar."""
+        if self.enabled:
+            self._tb().add_scalar(tag, value, step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """One TensorBoard image, HWC uint8."""
+        if self.enabled:
+            self._tb().add_image(tag, image, step, dataformats="HWC")
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """One TensorBoard text entry (markdown)."""
+        if self.enabled:
+            self._tb().add_text(tag, text, step)
+
+    def progress(self, iterable: Iterable[Any], total: int, desc: str) -> tqdm:
+        """A progress bar over `iterable` (silent on non-main processes)."""
+        return tqdm(
+            iterable,
+            total=total,
+            desc=desc,
+            disable=not self.enabled,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _tag(key: str) -> str:
+    """metrics key -> TensorBoard tag: train_loss -> loss/train, val_acc -> accuracy/val."""
+    for metric, group in (("_loss", "loss"), ("_acc", "accuracy")):
+        if key.endswith(metric):
+            return f"{group}/{key[: -len(metric)]}"
+    return f"run/{key}"

@@ -1,0 +1,161 @@
+"""The one training loop. Commands supply a Task; the engine does epochs, progress, metrics,
+NaN checks, evaluation, logging, checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.errors import NasError
+from nas.logging import RunLogger
+from nas.runtime.checkpoint import load_checkpoint, save_checkpoint
+from nas.runtime.dist import Runtime
+
+# Test hook: the process kills itself (SIGKILL, no cleanup) after this many steps of the run.
+FAULT_ENV = "NASFORGE_FAULT_STEP"
+
+
+@dataclass
+class StepResult:
+    """What one training step reports: the (detached) mean loss, correct predictions, batch size."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    count: int
+
+
+class Task:
+    """Base class of what the engine trains (a search, a final training).
+
+    The engine calls, in order, for each epoch: `batches(epoch)` once, `step(batch)` for each
+    batch, then `evaluate()`, then `end_epoch(epoch)`, then (main process only) `log_epoch`. It
+    checkpoints `state_dict()` after every epoch and calls `load_state_dict` on resume.
+    """
+
+    def batches(self, epoch: int) -> Iterable[Any]:
+        """The batches of one epoch; must be a deterministic function of the epoch."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self) -> int:
+        """How many batches `batches` yields (for the progress bar)."""
+        raise NotImplementedError
+
+    def step(self, batch: Any) -> StepResult:
+        """One training step on `batch`."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics after the epoch's training, e.g. {"val_loss": .., "val_acc": ..}."""
+        return {}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Advance per-epoch schedules; return scalars to add to the epoch's metrics."""
+        return {}
+
+    def log_epoch(self, epoch: int, record: dict[str, Any], logger: RunLogger) -> None:
+        """Write epoch artifacts (genotypes, pictures) through `logger`. Main process only."""
+
+    def progress(self) -> dict[str, str]:
+        """Extra fields for the progress bar."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: modules, optimizers, schedules."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        raise NotImplementedError
+
+
+class Engine:
+    """Runs a Task for `epochs` epochs with checkpoints in `run_dir/checkpoints/last.pt`."""
+
+    def __init__(
+        self, task: Task, runtime: Runtime, logger: RunLogger, run_dir: Path, epochs: int
+    ) -> None:
+        self.task = task
+        self.runtime = runtime
+        self.logger = logger
+        self.checkpoint_path = run_dir / "checkpoints" / "last.pt"
+        self.epochs = epochs
+        fault = os.environ.get(FAULT_ENV)
+        self._fault_step = int(fault) if fault else None
+
+    def resume(self) -> int:
+        """Load the last checkpoint; return the number of epochs it completed."""
+        payload = load_checkpoint(self.checkpoint_path)
+        self.task.load_state_dict(payload["task"])
+        return int(payload["epoch"])
+
+    def run(self, start_epoch: int = 0) -> dict[str, Any]:
+        """Train epochs `start_epoch`..`epochs - 1`; return the last epoch's metrics record."""
+        self.logger.rewind(start_epoch)
+        record: dict[str, Any] = {}
+        steps = self.task.steps_per_epoch()
+        for epoch in range(start_epoch, self.epochs):
+            started = time.perf_counter()
+            self.runtime.reset_peak_memory()
+            loss_sum = correct = count = 0.0
+            bar = self.logger.progress(
+                self.task.batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{self.epochs}"
+            )
+            for index, batch in enumerate(bar):
+                result = self.task.step(batch)
+                loss = result.loss.item()
+                self._check_finite(loss, epoch, index)
+                loss_sum += loss * result.count
+                correct += result.correct.item()
+                count += result.count
+                bar.set_postfix(
+                    loss=f"{loss_sum / count:.3f}",
+                    acc=f"{correct / count:.3f}",
+                    **self.task.progress(),
+                )
+                self._maybe_fault(epoch * steps + index + 1)
+            bar.close()
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1)}
+            record["train_acc"] = correct / max(count, 1)
+            evaluated = self.task.evaluate()
+            for key, value in evaluated.items():
+                if key.endswith("loss"):
+                    self._check_finite(value, epoch, None)
+            record.update(evaluated)
+            record.update(self.task.end_epoch(epoch))
+            record["epoch_seconds"] = time.perf_counter() - started
+            record["peak_mem_mb"] = self.runtime.peak_memory_mb()
+            if self.runtime.is_main:
+                self.logger.summary(record, self.epochs)
+                self.logger.log_metrics(record)
+                self.task.log_epoch(epoch, record, self.logger)
+                save_checkpoint(
+                    self.checkpoint_path, {"epoch": epoch + 1, "task": self.task.state_dict()}
+                )
+        return record
+
+    def _check_finite(self, loss: float, epoch: int, step: int | None) -> None:
+        if math.isfinite(loss):
+            return
+        where = f"epoch {epoch + 1}, step {step + 1}" if step is not None else f"epoch {epoch + 1}"
+        kept = (
+            f"the last good checkpoint ({self.checkpoint_path}) is kept"
+            if self.checkpoint_path.is_file()
+            else "no epoch had completed, so there is no checkpoint"
+        )
+        raise NasError(
+            f"the loss became {loss} at {where}: training diverged; {kept}. Lower the learning "
+            "rates (strategy.weight_lr, strategy.alpha_lr) and start again, or --resume"
+        )
+
+    def _maybe_fault(self, global_step: int) -> None:
+        if self._fault_step is not None and global_step == self._fault_step:
+            os.kill(os.getpid(), signal.SIGKILL)

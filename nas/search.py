@@ -1,0 +1,109 @@
+"""A supernet search as an engine Task: data, supernet and strategy wired together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nas.config import Config
+from nas.data import batches_per_epoch, check_batch_size, cycle, load_dataset, loader, split
+from nas.drawing import genotype_picture
+from nas.genotype import CELL_KINDS, Genotype
+from nas.logging import RunLogger
+from nas.runtime.dist import Runtime
+from nas.runtime.engine import StepResult, Task
+from nas.spaces import NUM_INPUT_NODES, get_space
+from nas.strategies import STRATEGIES
+from nas.supernet import SearchNetwork
+
+
+class SearchTask(Task):
+    """Searches `config.model.space` on the training set, split into weight and alpha halves."""
+
+    def __init__(self, config: Config, runtime: Runtime) -> None:
+        self.config = config
+        self.runtime = runtime
+        data = load_dataset(config.data)
+        self.train_set, self.val_set = split(data.train, config.data.train_portion)
+        check_batch_size(self.train_set, config.data.batch_size, "weight-training")
+        check_batch_size(self.val_set, config.data.batch_size, "alpha-training (validation)")
+        self.space = get_space(config.model.space)
+        self.network = SearchNetwork(
+            self.space,
+            data.in_channels,
+            data.num_classes,
+            config.model.channels,
+            config.model.layers,
+        ).to(runtime.device)
+        strategy_class = STRATEGIES.get(config.strategy.name)
+        self.strategy = strategy_class(self.network, config.strategy, config.run.epochs)
+
+    def steps_per_epoch(self) -> int:
+        return batches_per_epoch(self.train_set, self.config.data.batch_size)
+
+    def batches(self, epoch: int) -> Iterator[Any]:
+        data, seed = self.config.data, self.config.run.seed
+        train = loader(self.train_set, data.batch_size, True, seed, epoch, data.augment)
+        # The validation stream restarts as often as needed when it is the shorter split.
+        val = cycle(
+            lambda round_: loader(
+                self.val_set, data.batch_size, True, seed + 1, epoch * 1000 + round_, data.augment
+            )
+        )
+        return zip(train, val)
+
+    def step(self, batch: Any) -> StepResult:
+        (train_images, train_labels), (val_images, val_labels) = batch
+        device = self.runtime.device
+        return self.strategy.step(
+            (train_images.to(device), train_labels.to(device)),
+            (val_images.to(device), val_labels.to(device)),
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.network.eval()
+        loss_sum = correct = 0.0
+        for images, labels in loader(self.val_set, self.config.data.batch_size, False, 0, 0):
+            images, labels = images.to(self.runtime.device), labels.to(self.runtime.device)
+            logits = self.network(images)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+        return {"val_loss": loss_sum / len(self.val_set), "val_acc": correct / len(self.val_set)}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return self.strategy.end_epoch(epoch)
+
+    def genotype(self) -> Genotype:
+        """The genotype the search currently points to."""
+        return self.strategy.genotype()
+
+    def log_epoch(self, epoch: int, record: dict[str, Any], logger: RunLogger) -> None:
+        step = epoch + 1
+        genotype = self.genotype()
+        genotype.save(logger.run_dir / "genotype.json")
+        logger.append_jsonl("genotypes.jsonl", {"epoch": step, "genotype": genotype.to_dict()})
+        for kind, weights in zip(CELL_KINDS, self.network.op_weights()):
+            for node in range(self.space.num_nodes):
+                for source in range(NUM_INPUT_NODES + node):
+                    row = weights[self.space.edge_index(node, source)]
+                    for op, weight in zip(self.space.ops, row.tolist()):
+                        tag = f"alphas_{kind}/node{NUM_INPUT_NODES + node}_from{source}/{op}"
+                        logger.scalar(tag, weight, step)
+        logger.text("genotype", f"`{genotype.to_notation()}`", step)
+        picture = genotype_picture(genotype)
+        if picture is not None:
+            logger.image("genotype", picture, step)
+
+    def progress(self) -> dict[str, str]:
+        return self.strategy.progress()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"network": self.network.state_dict(), "strategy": self.strategy.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.network.load_state_dict(state["network"])
+        self.strategy.load_state_dict(state["strategy"])

@@ -1,0 +1,71 @@
+"""The Strategy extension point: a small base class and a name registry.
+
+To add a strategy, add one module in nas/strategies/ with a Strategy subclass decorated by
+`@STRATEGIES.register("name")`; it is found by name automatically and the conformance test in
+tests/test_strategies.py runs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+import torch
+
+from nas.config import StrategyConfig
+from nas.genotype import Genotype
+from nas.registry import Registry
+from nas.runtime.engine import StepResult
+from nas.supernet import SearchNetwork
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Strategy:
+    """How the supernet is searched.
+
+    The search task builds the strategy once with the network (already on its device), calls
+    `step` once per training step, `end_epoch` after each epoch, and `genotype` whenever it needs
+    the current result. `state_dict` must hold everything the strategy owns (optimisers,
+    schedules), so a resumed search continues exactly.
+    """
+
+    def __init__(self, network: SearchNetwork, config: StrategyConfig, epochs: int) -> None:
+        self.network = network
+        self.config = config
+        self.epochs = epochs
+
+    def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
+        """One search step; returns the training loss and accuracy counts of the weight step."""
+        raise NotImplementedError
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Advance schedules after `epoch`; return scalars for the epoch's metrics."""
+        return {}
+
+    def genotype(self) -> Genotype:
+        """The architecture the search currently points to."""
+        return self.network.genotype()
+
+    def progress(self) -> dict[str, str]:
+        """Extra progress-bar fields."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser and schedule state (the network is saved by the search task)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""
+
+
+def _load_builtin_strategies() -> None:
+    import nas.strategies
+
+    for module in pkgutil.iter_modules(nas.strategies.__path__):
+        if module.name != "base":
+            importlib.import_module(f"nas.strategies.{module.name}")
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", loader=_load_builtin_strategies)

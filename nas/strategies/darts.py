@@ -1,0 +1,184 @@
+"""DARTS: bilevel search by gradient descent on weights and alphas (Liu et al., ICLR 2019).
+
+Each step first updates the alphas on a validation batch, then the weights on a training batch
+(Alg. 1). First order (`order=1`) uses grad_alpha L_val(w, alpha). Second order (`order=2`)
+differentiates through one virtual weight step (Eq. 6-8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from nas.config import StrategyConfig
+from nas.runtime.engine import StepResult
+from nas.strategies.base import STRATEGIES, Batch, Strategy
+from nas.supernet import SearchNetwork
+
+HVP_EPSILON = 0.01  # Eq. 8: epsilon = 0.01 / ||grad_w' L_val||, as in the paper
+
+
+@STRATEGIES.register("darts")
+class Darts(Strategy):
+    """DARTS with SGD (momentum, cosine schedule) on weights and Adam on alphas (Sec. 3.1.1)."""
+
+    def __init__(self, network: SearchNetwork, config: StrategyConfig, epochs: int) -> None:
+        super().__init__(network, config, epochs)
+        self.weight_optimizer = torch.optim.SGD(
+            network.weight_parameters(),
+            lr=config.weight_lr,
+            momentum=config.weight_momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.alpha_optimizer = torch.optim.Adam(
+            network.arch_parameters(),
+            lr=config.alpha_lr,
+            betas=tuple(config.alpha_betas),
+            weight_decay=config.alpha_weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.weight_optimizer, T_max=epochs, eta_min=config.weight_lr_min
+        )
+
+    @property
+    def weight_lr(self) -> float:
+        """The current weight learning rate (also xi of the virtual step)."""
+        return self.weight_optimizer.param_groups[0]["lr"]
+
+    def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
+        self.network.train()
+        self.alpha_step(train_batch, val_batch)
+        return self.weight_step(train_batch)
+
+    def alpha_step(self, train_batch: Batch, val_batch: Batch) -> None:
+        """Update the alphas; weights, BN running stats and the weight optimiser stay untouched."""
+        buffers = [b.detach().clone() for b in self.network.buffers()]
+        if self.config.order == 1:
+            images, labels = val_batch
+            loss = F.cross_entropy(self.network(images), labels)
+            grads = torch.autograd.grad(loss, self.network.arch_parameters())
+        else:
+            grads = unrolled_alpha_grads(
+                self.network,
+                train_batch,
+                val_batch,
+                self.weight_optimizer,
+                xi=self.weight_lr,
+            )
+        with torch.no_grad():
+            for buffer, saved in zip(self.network.buffers(), buffers):
+                buffer.copy_(saved)
+        for alpha, grad in zip(self.network.arch_parameters(), grads):
+            alpha.grad = grad
+        self.alpha_optimizer.step()
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+
+    def weight_step(self, train_batch: Batch) -> StepResult:
+        """One SGD step on the weights, gradients clipped to `grad_clip` (alphas untouched)."""
+        images, labels = train_batch
+        weights = self.network.weight_parameters()
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        logits = self.network(images)
+        loss = F.cross_entropy(logits, labels)
+        loss.backward(inputs=weights)
+        nn.utils.clip_grad_norm_(weights, self.config.grad_clip)
+        self.weight_optimizer.step()
+        correct = (logits.detach().argmax(dim=1) == labels).sum()
+        return StepResult(loss=loss.detach(), correct=correct, count=len(labels))
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        lr = self.weight_lr
+        self.scheduler.step()
+        return {"lr": lr}
+
+    def progress(self) -> dict[str, str]:
+        return {"lr": f"{self.weight_lr:.4f}"}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def virtual_step(
+    weights: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    optimizer: torch.optim.SGD,
+    xi: float,
+) -> list[torch.Tensor]:
+    """w' = w - xi * (momentum * buffer + grad + weight_decay * w): the SGD step the optimiser
+    would take next (Eq. 6 with momentum and weight decay), without changing the optimiser.
+    """
+    group = optimizer.param_groups[0]
+    momentum, weight_decay = group["momentum"], group["weight_decay"]
+    unrolled = []
+    for weight, grad in zip(weights, grads):
+        direction = grad + weight_decay * weight
+        buffer = optimizer.state.get(weight, {}).get("momentum_buffer")
+        if buffer is not None:
+            direction = direction + momentum * buffer
+        unrolled.append(weight - xi * direction)
+    return unrolled
+
+
+def unrolled_alpha_grads(
+    network: SearchNetwork,
+    train_batch: Batch,
+    val_batch: Batch,
+    optimizer: torch.optim.SGD,
+    xi: float,
+) -> list[torch.Tensor]:
+    """Second-order alpha gradient (Eq. 7 and 8).
+
+    grad_alpha L_val(w', alpha)
+        - xi * (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)) / (2 epsilon)
+
+    with w' the virtual step, w+- = w +- epsilon * grad_w' L_val(w', alpha) and
+    epsilon = 0.01 / ||grad_w' L_val||. Every forward pass goes through `functional_call`, so the
+    network's weights are never written. (BN running statistics are; the caller restores them.)
+    """
+    named = dict(network.named_parameters())
+    arch_ids = {id(p) for p in network.arch_parameters()}
+    weight_names = [name for name, p in named.items() if id(p) not in arch_ids]
+    weights = [named[name] for name in weight_names]
+    alphas = network.arch_parameters()
+    train_images, train_labels = train_batch
+    val_images, val_labels = val_batch
+
+    def loss_at(
+        values: Sequence[torch.Tensor], images: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        logits = functional_call(network, dict(zip(weight_names, values)), (images,))
+        return F.cross_entropy(logits, labels)
+
+    train_loss = F.cross_entropy(network(train_images), train_labels)
+    train_grads = torch.autograd.grad(train_loss, weights)
+    with torch.no_grad():
+        unrolled = [w.requires_grad_() for w in virtual_step(weights, train_grads, optimizer, xi)]
+    val_loss = loss_at(unrolled, val_images, val_labels)
+    grads = torch.autograd.grad(val_loss, [*alphas, *unrolled])
+    alpha_grads, unrolled_grads = grads[: len(alphas)], grads[len(alphas) :]
+
+    norm = torch.sqrt(sum((g * g).sum() for g in unrolled_grads))
+    epsilon = HVP_EPSILON / norm
+    with torch.no_grad():
+        plus = [w + epsilon * g for w, g in zip(weights, unrolled_grads)]
+        minus = [w - epsilon * g for w, g in zip(weights, unrolled_grads)]
+    grads_plus = torch.autograd.grad(loss_at(plus, train_images, train_labels), alphas)
+    grads_minus = torch.autograd.grad(loss_at(minus, train_images, train_labels), alphas)
+    return [
+        grad - xi * (gp - gm) / (2 * epsilon)
+        for grad, gp, gm in zip(alpha_grads, grads_plus, grads_minus)
+    ]

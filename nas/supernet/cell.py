@@ -1,0 +1,78 @@
+"""Mixed ops and search cells (DARTS, Liu et al. 2019, Eq. 2 and Sec. 2.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nas.ops import OPS, FactorizedReduce, ReLUConvBN, Zero
+from nas.spaces import NUM_INPUT_NODES, CellSpace
+
+
+class MixedOp(nn.Module):
+    """One edge: the weighted sum of every candidate op (Eq. 2), one call per op.
+
+    This is the straightforward reference path. The zero op is skipped: its output is zero, so
+    leaving it out changes neither the sum nor any gradient (its alpha still gets gradient through
+    the softmax).
+    """
+
+    def __init__(self, op_names: tuple[str, ...], channels: int, stride: int) -> None:
+        super().__init__()
+        self.ops = nn.ModuleList()
+        for name in op_names:
+            op_def = OPS.get(name)
+            op = op_def.build(channels, stride, False)
+            if op_def.pooling:
+                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+            self.ops.append(op)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = None
+        for weight, op in zip(weights, self.ops):
+            if isinstance(op, Zero):
+                continue
+            term = weight * op(x)
+            out = term if out is None else out + term
+        return out if out is not None else x.mul(0.0)
+
+
+class SearchCell(nn.Module):
+    """A search cell: two preprocessed inputs, `num_nodes` intermediate nodes, every edge mixed.
+
+    Node i sums the mixed ops on its edges from every earlier state; the output concatenates the
+    intermediate nodes along channels.
+    """
+
+    def __init__(
+        self,
+        space: CellSpace,
+        prev_prev_channels: int,
+        prev_channels: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.space = space
+        self.reduction = reduction
+        # The previous-previous output is twice as large when the previous cell reduced.
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(prev_prev_channels, channels, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(prev_prev_channels, channels, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(prev_channels, channels, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList()
+        for node in range(space.num_nodes):
+            for source in range(NUM_INPUT_NODES + node):
+                stride = 2 if reduction and source < NUM_INPUT_NODES else 1
+                self.edges.append(MixedOp(space.ops, channels, stride))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.space.num_nodes):
+            node = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            offset += len(states)
+            states.append(node)
+        return torch.cat([states[i] for i in self.space.concat], dim=1)

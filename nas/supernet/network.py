@@ -1,0 +1,84 @@
+"""The search network: stem, search cells, classifier, and the architecture parameters."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.genotype import Genotype, derive_genotype
+from nas.spaces import CellSpace, check_layers
+from nas.supernet.cell import SearchCell
+
+
+class SearchNetwork(nn.Module):
+    """A DARTS supernet over `space` (Liu et al. 2019, Sec. 3.1.1).
+
+    Args:
+        space: the cell space.
+        in_channels: input image channels (1 for digits, 3 for CIFAR).
+        num_classes: classifier outputs.
+        channels: initial channels C; reduction cells double it.
+        layers: number of cells.
+
+    The alphas (`alpha_normal`, `alpha_reduce`, each num_edges x num_ops) are registered parameters,
+    so they are in `state_dict()` and every checkpoint; `arch_parameters()` and
+    `weight_parameters()` split the two sets for their separate optimizers.
+    """
+
+    def __init__(
+        self, space: CellSpace, in_channels: int, num_classes: int, channels: int, layers: int
+    ) -> None:
+        super().__init__()
+        check_layers(space, layers)
+        self.space = space
+        stem_channels = space.stem_multiplier * channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(stem_channels),
+        )
+        reduction_layers = set(space.reduction_layers(layers))
+        prev_prev, prev, current = stem_channels, stem_channels, channels
+        reduction_prev = False
+        self.cells = nn.ModuleList()
+        for layer in range(layers):
+            reduction = layer in reduction_layers
+            if reduction:
+                current *= 2
+            self.cells.append(
+                SearchCell(space, prev_prev, prev, current, reduction, reduction_prev)
+            )
+            reduction_prev = reduction
+            prev_prev, prev = prev, len(space.concat) * current
+        self.classifier = nn.Linear(prev, num_classes)
+        # DARTS initialises alphas at 1e-3 * N(0, 1): near-uniform op weights (Sec. 3.1.1).
+        shape = (space.num_edges, len(space.ops))
+        self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
+        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture parameters: [alpha_normal, alpha_reduce]."""
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not an architecture parameter."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def op_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixing weights of every op on every edge: softmax over ops, (normal, reduce)."""
+        return F.softmax(self.alpha_normal, dim=-1), F.softmax(self.alpha_reduce, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights_normal, weights_reduce = self.op_weights()
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            weights = weights_reduce if cell.reduction else weights_normal
+            s0, s1 = s1, cell(s0, s1, weights)
+        out = F.adaptive_avg_pool2d(s1, 1).flatten(1)
+        return self.classifier(out)
+
+    def genotype(self) -> Genotype:
+        """The genotype derived from the current alphas (DARTS rule)."""
+        with torch.no_grad():
+            return derive_genotype(self.space, self.op_weights())
