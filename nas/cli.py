@@ -27,7 +27,8 @@ SEARCH_FLAGS = {
     "out": "run.out",
 }
 # What may differ between a run's saved config and a --resume of it.
-RESUMABLE_CHANGES = {"run.epochs", "run.device", "run.out"}
+# Not run.epochs: the cosine schedule is a function of the epoch budget.
+RESUMABLE_CHANGES = {"run.device", "run.out"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override any config field, e.g. --set strategy.weight_lr=0.05 (repeatable)",
     )
     search.add_argument("--strategy", help="search strategy (default: darts)")
-    search.add_argument("--space", help="search space: darts or tiny (default: darts)")
+    search.add_argument("--space", help="search space (default: darts)")
     search.add_argument("--dataset", help="digits, synthetic or cifar10 (default: digits)")
     search.add_argument("--data-dir", help="folder holding CIFAR-10 (cifar10 only)")
     search.add_argument("--epochs", type=int, help="search epochs (default: 50)")
@@ -145,10 +146,11 @@ def _prepare_run_dir(args: argparse.Namespace) -> tuple[Any, Path]:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             config.run.out = f"runs/search-{config.strategy.name}-{config.data.name}-{stamp}"
         run_dir = Path(config.run.out)
-        if (run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists():
+        if (run_dir / "checkpoints" / "last.pt").exists():
             raise NasError(
                 f"{run_dir} already holds a run; continue it with --resume or choose another --out"
             )
+        _clear_stale_logs(run_dir)
         return config, run_dir
     if args.out is None:
         raise NasError("--resume needs --out DIR, the run directory to continue")
@@ -164,6 +166,15 @@ def _prepare_run_dir(args: argparse.Namespace) -> tuple[Any, Path]:
             f"changes {', '.join(changed)}; drop those options or start a new run"
         )
     return config, run_dir
+
+
+def _clear_stale_logs(run_dir: Path) -> None:
+    """A run that died before its first checkpoint left only logs; a new run replaces them."""
+    import shutil
+
+    for name in ("metrics.jsonl", "genotypes.jsonl", "genotype.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
 
 
 def _write_config(config: Any, run_dir: Path, world_size: int) -> None:

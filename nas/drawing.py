@@ -13,9 +13,7 @@ _warned = False
 
 
 def _state_name(index: int) -> str:
-    return (
-        ("c_{k-2}", "c_{k-1}")[index] if index < NUM_INPUT_NODES else str(index - NUM_INPUT_NODES)
-    )
+    return ("c[k-2]", "c[k-1]")[index] if index < NUM_INPUT_NODES else str(index - NUM_INPUT_NODES)
 
 
 def _draw_cell(ax: object, cell: CellGenotype, title: str) -> None:
@@ -40,7 +38,7 @@ def _draw_cell(ax: object, cell: CellGenotype, title: str) -> None:
         graph.nodes[index]["layer"] = layer
     positions = nx.multipartite_layout(graph, subset_key="layer")
     names = {i: _state_name(i) for i in graph.nodes}
-    names[output] = "c_{k}"
+    names[output] = "c[k]"
     colors = [
         "#9ecae1" if i < NUM_INPUT_NODES else "#fdd0a2" if i == output else "#c7e9c0" for i in graph
     ]
@@ -60,13 +58,16 @@ def _draw_cell(ax: object, cell: CellGenotype, title: str) -> None:
 
 
 def genotype_figure(genotype: Genotype) -> object:
-    """A matplotlib Figure with the normal and the reduction cell. Raises ImportError without it."""
-    import matplotlib
+    """A matplotlib Figure (Agg canvas, no pyplot state) with the normal and the reduction cell.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Raises ImportError without matplotlib.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=80)
+    figure = Figure(figsize=(12, 4.5), dpi=80)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
     for ax, kind in zip(axes, CELL_KINDS):
         _draw_cell(ax, genotype.cell(kind), f"{kind} cell")
     figure.tight_layout()
@@ -77,7 +78,7 @@ def genotype_picture(genotype: Genotype) -> np.ndarray | None:
     """The cells as an RGB array (HWC, uint8), or None (with one warning) without matplotlib."""
     global _warned
     try:
-        figure = genotype_figure(genotype)
+        import matplotlib  # noqa: F401
     except ImportError:
         if not _warned:
             warnings.warn(
@@ -87,9 +88,6 @@ def genotype_picture(genotype: Genotype) -> np.ndarray | None:
             )
             _warned = True
         return None
-    import matplotlib.pyplot as plt
-
+    figure = genotype_figure(genotype)
     figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return image
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()

@@ -50,7 +50,9 @@ class Genotype:
     reduce: CellGenotype
 
     def cell(self, kind: str) -> CellGenotype:
-        """The cell of `kind` ("normal" or "reduce")."""
+        """The cell of `kind` ("normal" or "reduce"). Raises ValueError for another kind."""
+        if kind not in CELL_KINDS:
+            raise ValueError(f"cell kind must be one of {CELL_KINDS}, got {kind!r}")
         return self.normal if kind == "normal" else self.reduce
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,7 +80,7 @@ class Genotype:
         if data.get("format") != FORMAT:
             raise NasError(f"{where}.format: expected {FORMAT!r}, got {data.get('format')!r}")
         version = data.get("version")
-        if version != VERSION or isinstance(version, bool):
+        if type(version) is not int or version != VERSION:
             raise NasError(
                 f"{where}.version: unknown version {version!r}; this nasforge reads version "
                 f"{VERSION} (a newer file needs a newer nasforge)"
@@ -166,7 +168,9 @@ def _edge_from_dict(data: Any, space: CellSpace, node: int, where: str) -> Edge:
     if not isinstance(data, dict) or set(data) != {"op", "input"}:
         raise NasError(f'{where}: expected {{"op": name, "input": index}}, got {data!r}')
     op, index = data["op"], data["input"]
-    if not isinstance(op, str) or op not in space.ops or op == "none":
+    if op == "none":
+        raise NasError(f"{where}.op: 'none' (the zero op) cannot be a kept edge; pick another op")
+    if not isinstance(op, str) or op not in space.ops:
         choices = ", ".join(o for o in space.ops if o != "none")
         raise NasError(
             f"{where}.op: unknown op {op!r} for space {space.name!r}; choose one of: {choices}"
@@ -211,13 +215,19 @@ def parse_notation(text: str, space: str = "darts") -> Genotype:
         raise NasError("genotype notation: expected Genotype(normal=..., normal_concat=..., ...)")
     if tree.args:
         raise NasError("genotype notation: use keyword arguments (normal=..., reduce=...)")
+    names = [kw.arg for kw in tree.keywords]
+    if len(set(names)) != len(names):
+        raise NasError(f"genotype notation: a field is given twice in {names}")
     fields = {kw.arg: kw.value for kw in tree.keywords}
     expected = {"normal", "normal_concat", "reduce", "reduce_concat"}
     if set(fields) != expected:
         raise NasError(
             f"genotype notation: expected fields {sorted(expected)}, got {sorted(map(str, fields))}"
         )
-    cell_space = get_space(space)
+    try:
+        cell_space = get_space(space)
+    except NasError as err:
+        raise NasError(f"genotype notation: {err}") from None
     data: dict[str, Any] = {"format": FORMAT, "version": VERSION, "space": space}
     for kind in CELL_KINDS:
         edges = _literal_edges(fields[kind], kind)
@@ -276,8 +286,7 @@ def derive_cell(space: CellSpace, weights: torch.Tensor) -> CellGenotype:
     """The DARTS rule (Liu et al. 2019, Sec. 2.4) on one cell's op weights (num_edges x num_ops).
 
     For each intermediate node keep the `edges_per_node` incoming edges whose strongest non-`none`
-    op weighs most, and on each kept edge the strongest non-`none` op. Zero weights (pruned ops)
-    are never chosen.
+    op weighs most, and on each kept edge the strongest non-`none` op. Ties go to the lower index.
     """
     if tuple(weights.shape) != (space.num_edges, len(space.ops)):
         raise ValueError(f"weights of shape {tuple(weights.shape)} do not fit space {space.name!r}")

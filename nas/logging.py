@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from nas.io import atomic_write_text
+
 
 class RunLogger:
     """Writes a run's logs. With `enabled=False` (non-main processes) every method is a no-op."""
@@ -38,10 +40,10 @@ class RunLogger:
         if not self.enabled:
             return
         for path in self.run_dir.glob("*.jsonl"):
-            rows = [line for line in path.read_text().splitlines() if line.strip()]
-            kept = [line for line in rows if json.loads(line).get("epoch", 0) <= epoch]
+            rows = path.read_text().splitlines()
+            kept = [line for line in rows if _row_epoch(line) <= epoch]
             if len(kept) != len(rows):
-                path.write_text("".join(line + "\n" for line in kept))
+                atomic_write_text(path, "".join(line + "\n" for line in kept))
         if epoch > 0:
             self._purge_step = epoch + 1  # TensorBoard drops events at or after this step
 
@@ -109,6 +111,14 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _row_epoch(line: str) -> float:
+    """The epoch of a jsonl row; a torn last line (killed mid-write) counts as after every epoch."""
+    try:
+        return json.loads(line).get("epoch", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return float("inf")
 
 
 def _tag(key: str) -> str:

@@ -97,9 +97,7 @@ def check_layers(space: CellSpace, layers: int) -> None:
     """Raise NasError unless `layers` cells fit the space's skeleton."""
     if layers < 1:
         raise NasError(f"model.layers must be at least 1, got {layers}")
-    if len(space.reduction_layers(layers)) != len(space.reductions) or 0 in space.reduction_layers(
-        layers
-    ):
+    if len(set(space.reduction_layers(layers)) - {0}) != len(space.reductions):
         raise NasError(
             f"model.layers={layers} is too few for space {space.name!r}: its "
             f"{len(space.reductions)} reduction cells need distinct positions after the first "
@@ -108,7 +106,7 @@ def check_layers(space: CellSpace, layers: int) -> None:
 
 
 def _min_layers(space: CellSpace) -> int:
-    layers = 1
-    while len(set(space.reduction_layers(layers)) - {0}) != len(space.reductions):
-        layers += 1
-    return layers
+    for layers in range(1, 1000):
+        if len(set(space.reduction_layers(layers)) - {0}) == len(space.reductions):
+            return layers
+    raise ValueError(f"space {space.name!r}: reductions {space.reductions} never fit")

@@ -152,8 +152,8 @@ class Engine:
             else "no epoch had completed, so there is no checkpoint"
         )
         raise NasError(
-            f"the loss became {loss} at {where}: training diverged; {kept}. Lower the learning "
-            "rates (strategy.weight_lr, strategy.alpha_lr) and start again, or --resume"
+            f"the loss became {loss} at {where}: training diverged; {kept}. Start a new run "
+            "with lower learning rates (--set strategy.weight_lr=... / strategy.alpha_lr=...)"
         )
 
     def _maybe_fault(self, global_step: int) -> None:

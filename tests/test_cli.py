@@ -1,0 +1,138 @@
+"""The `nas search` command end to end: run directory, outputs, resume rules, user errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from nas.cli import main
+from nas.genotype import Genotype
+
+SMALL = ["--dataset", "digits", "--layers", "3", "--channels", "4", "--batch-size", "32"]
+
+
+def _run(tmp_path, *extra: str, out: str = "run") -> int:
+    return main(["search", *SMALL, "--epochs", "2", "--out", str(tmp_path / out), *extra])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["1", "2"])
+def test_search_writes_the_run_directory(tmp_path, capsys, order: str) -> None:
+    space = "darts" if order == "1" else "tiny"  # second order on the full space takes a minute
+    assert _run(tmp_path, "--order", order, "--space", space) == 0
+    run = tmp_path / "run"
+    genotype = Genotype.load(run / "genotype.json")
+    assert genotype.space == space
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for key in (
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr",
+        "epoch_seconds",
+        "peak_mem_mb",
+    ):
+        assert isinstance(rows[-1][key], float), key
+    history = [json.loads(line) for line in (run / "genotypes.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert Genotype.from_dict(history[-1]["genotype"]) == genotype
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["strategy"]["order"] == int(order) and config["meta"]["world_size"] == 1
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    printed = capsys.readouterr().out
+    assert genotype.to_notation() in printed and str(run / "tb") in printed
+
+
+@pytest.mark.slow
+def test_tensorboard_holds_losses_alphas_and_genotype_picture(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert (
+        main(["search", *SMALL, "--space", "tiny", "--epochs", "1", "--out", str(tmp_path / "r")])
+        == 0
+    )
+    events = EventAccumulator(str(tmp_path / "r" / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "run/lr"} <= set(scalars)
+    # tiny space: 5 edges x 4 ops per cell kind
+    assert len([t for t in scalars if t.startswith("alphas_")]) == 2 * 5 * 4
+    assert "alphas_normal/node3_from1/sep_conv_3x3" in scalars
+    assert events.Tags()["images"] == ["genotype"]
+
+
+def test_config_file_and_set_override(tmp_path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  space: tiny\nrun:\n  epochs: 1\n")
+    out = tmp_path / "r"
+    code = main(
+        [
+            "search",
+            "--config",
+            str(config),
+            *SMALL,
+            "--set",
+            "strategy.alpha_lr=1e-3",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["model"]["space"] == "tiny" and saved["strategy"]["alpha_lr"] == 1e-3
+    assert saved["run"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "enas"], "unknown strategy 'enas'; choose one of: darts"),
+        (["--space", "nasbench"], "unknown search space 'nasbench'"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--set", "strategy.weight_rl=0.1"], "did you mean 'strategy.weight_lr'"),
+        (["--set", "model.layers=three"], "expected int, got 'three'"),
+        (["--data-dir", "/tmp"], "--data-dir applies to cifar10 only"),
+        (["--set", "data.train_portion=1.5"], "data.train_portion must be between 0 and 1"),
+        (["--layers", "2"], "use at least 3 layers"),
+        (["--batch-size", "1000"], "lower --batch-size"),
+        (["--device", "cuda:0"], "CUDA is not available"),
+        (["--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' does not exist"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(capsys, args: list, message: str) -> None:
+    code = main(
+        ["search", "--dataset", "digits", "--epochs", "1", "--out", "/tmp/nas-never", *args]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("nas: error: ") and message in err[0]
+
+
+def test_existing_run_is_never_overwritten_and_resume_must_match(tmp_path, capsys) -> None:
+    args = ["--space", "tiny", "--epochs", "1"]
+    assert main(["search", *SMALL, *args, "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["search", *SMALL, *args, "--out", str(tmp_path / "r")]) == 2
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+    assert main(["search", "--out", str(tmp_path / "r"), "--resume", "--order", "2"]) == 2
+    assert "changes strategy.order" in capsys.readouterr().err
+    assert main(["search", "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
+    assert main(["search", "--resume"]) == 2
+    assert "--resume needs --out DIR" in capsys.readouterr().err
+
+
+def test_console_script_prints_no_traceback(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nas", "search", "--dataset", "imagenet"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "nas: error: unknown dataset 'imagenet'; choose one of: cifar10, digits, synthetic."
+    ]

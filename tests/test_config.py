@@ -1,0 +1,76 @@
+"""Config: dotted keys, type checks, YAML loading, clear errors."""
+
+import pytest
+
+from nas.config import Config, all_keys, apply_dict, load_yaml, parse_assignment, validate
+from nas.errors import NasError
+
+
+def test_defaults_are_the_darts_paper_settings() -> None:
+    config = Config()
+    assert (config.strategy.weight_lr, config.strategy.weight_lr_min) == (0.025, 0.001)
+    assert (config.strategy.weight_momentum, config.strategy.weight_decay) == (0.9, 3e-4)
+    assert config.strategy.grad_clip == 5.0
+    assert config.strategy.alpha_lr == 3e-4 and config.strategy.alpha_betas == [0.5, 0.999]
+    assert config.strategy.alpha_weight_decay == 1e-3
+    assert (config.data.batch_size, config.data.train_portion) == (64, 0.5)
+    assert (config.run.epochs, config.model.layers, config.model.channels) == (50, 8, 16)
+
+
+def test_set_converts_and_checks_types() -> None:
+    config = Config()
+    config.set(*parse_assignment("strategy.weight_lr=1e-3"))  # YAML 1.1 reads this as a string
+    assert config.strategy.weight_lr == 0.001
+    config.set(*parse_assignment("strategy.alpha_betas=[0.9, 0.99]"))
+    assert config.strategy.alpha_betas == [0.9, 0.99]
+    config.set(*parse_assignment("data.data_dir=/tmp/x"))
+    assert config.data.data_dir == "/tmp/x"
+    config.set("data.data_dir", None)
+    assert config.data.data_dir is None
+    with pytest.raises(NasError, match="config key 'model.layers': expected int, got 'many'"):
+        config.set(*parse_assignment("model.layers=many"))
+    with pytest.raises(NasError, match="expected int, got 2.5"):
+        config.set("model.layers", 2.5)
+    with pytest.raises(NasError, match="expected bool"):
+        config.set("data.augment", "yes please")
+
+
+def test_unknown_keys_suggest_the_closest() -> None:
+    with pytest.raises(
+        NasError, match="unknown config key 'strategy.weight_rl'; did you mean 'strategy.weight_lr'"
+    ):
+        Config().set("strategy.weight_rl", 1.0)
+    with pytest.raises(NasError, match="unknown config key 'nothing'"):
+        Config().set("nothing", 1)
+    with pytest.raises(NasError, match="--set expects key=value"):
+        parse_assignment("strategy.weight_lr")
+
+
+def test_yaml_file_applies_sections(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  layers: 5\nstrategy:\n  alpha_lr: 6.0e-4\nmeta:\n  note: ignored\n")
+    config = Config()
+    apply_dict(config, load_yaml(path), str(path))
+    assert config.model.layers == 5 and config.strategy.alpha_lr == 6e-4
+    path.write_text("model:\n  layerz: 5\n")
+    with pytest.raises(NasError, match=r"c\.yaml: unknown config key 'model.layerz'"):
+        apply_dict(Config(), load_yaml(path), str(path))
+    path.write_text("model: [1, 2\n")
+    with pytest.raises(NasError, match="not valid YAML"):
+        load_yaml(path)
+    with pytest.raises(NasError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_validate_rejects_out_of_range_values() -> None:
+    config = Config()
+    config.strategy.order = 3
+    with pytest.raises(NasError, match="strategy.order must be 1 or 2"):
+        validate(config)
+
+
+def test_every_key_is_settable_from_its_own_default() -> None:
+    config = Config()
+    for key in all_keys():
+        section, name = key.split(".")
+        config.set(key, getattr(getattr(config, section), name))

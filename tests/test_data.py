@@ -1,0 +1,100 @@
+"""Datasets: real digits, synthetic, CIFAR-10 from the python-pickle format; seeded loaders."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from nas.config import DataConfig
+from nas.data import DATASETS, load_dataset, loader, split
+from nas.errors import NasError
+
+
+def test_digits_is_real_and_split_fixed() -> None:
+    data = load_dataset(DataConfig(name="digits"))
+    assert data.train.tensors[0].shape[1:] == (1, 8, 8)
+    assert len(data.train) + len(data.test) == 1797
+    assert (data.in_channels, data.num_classes, data.image_size) == (1, 10, 8)
+    again = load_dataset(DataConfig(name="digits"))
+    assert torch.equal(data.test.tensors[1], again.test.tensors[1])
+    assert set(data.train.tensors[1].tolist()) == set(range(10))
+
+
+def test_synthetic_shapes_follow_config() -> None:
+    config = DataConfig(name="synthetic", synthetic_samples=50, synthetic_image_size=12)
+    config.synthetic_channels, config.synthetic_classes = 2, 4
+    data = load_dataset(config)
+    assert data.train.tensors[0].shape[1:] == (2, 12, 12) and data.num_classes == 4
+    assert len(data.train) == 40
+
+
+def test_split_is_disjoint_and_complete() -> None:
+    data = load_dataset(DataConfig(name="synthetic", synthetic_samples=100))
+    first, second = split(data.train, 0.5)
+    assert len(first) + len(second) == len(data.train)
+    rows = {
+        tuple(x.flatten()[:5].tolist()) for x in torch.cat([first.tensors[0], second.tensors[0]])
+    }
+    assert len(rows) == len(data.train)
+
+
+def test_training_loader_order_depends_on_seed_and_epoch_only() -> None:
+    data = load_dataset(DataConfig(name="synthetic", synthetic_samples=100)).train
+
+    def labels(seed: int, epoch: int) -> list:
+        return [y.tolist() for _, y in loader(data, 8, True, seed, epoch)]
+
+    assert labels(0, 3) == labels(0, 3)
+    assert labels(0, 3) != labels(0, 4) and labels(0, 3) != labels(1, 3)
+    assert all(len(batch) == 8 for batch in labels(0, 0))  # partial batch dropped
+
+
+def _write_fake_cifar(folder, samples: int = 10) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (samples, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, samples).tolist(),
+        }
+        with (folder / name).open("wb") as f:
+            pickle.dump(batch, f)
+
+
+def test_cifar10_reads_python_batches(tmp_path) -> None:
+    _write_fake_cifar(tmp_path / "cifar-10-batches-py")
+    data = load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path)))
+    assert data.train.tensors[0].shape == (50, 3, 32, 32)
+    assert data.test.tensors[0].shape == (10, 3, 32, 32)
+
+
+def test_cifar10_errors_say_how_to_provide_it(tmp_path) -> None:
+    with pytest.raises(NasError, match="cifar10 needs --data-dir"):
+        load_dataset(DataConfig(name="cifar10"))
+    with pytest.raises(NasError, match="no CIFAR-10 batches in .*cifar-10-python.tar.gz"):
+        load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "nowhere")))
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_cifar10_refuses_pickles_that_run_code(tmp_path) -> None:
+    folder = tmp_path / "c"
+    _write_fake_cifar(folder)
+    with (folder / "test_batch").open("wb") as f:
+        pickle.dump({b"data": _Exploit(), b"labels": []}, f)
+    with pytest.raises(
+        NasError, match="not a CIFAR-10 python batch.*refusing to load builtins.print"
+    ):
+        load_dataset(DataConfig(name="cifar10", data_dir=str(folder)))
+
+
+def test_unknown_dataset_and_stray_data_dir_are_clear_errors() -> None:
+    with pytest.raises(NasError, match="unknown dataset 'mnist'; choose one of: cifar10, digits"):
+        load_dataset(DataConfig(name="mnist"))
+    with pytest.raises(NasError, match="--data-dir applies to cifar10 only"):
+        load_dataset(DataConfig(name="digits", data_dir="/tmp"))
+    assert {"digits", "synthetic", "cifar10"} <= set(DATASETS.names())
