@@ -73,7 +73,7 @@ class Genotype:
         """Validate `data` and build a Genotype. Raises NasError naming the offending field."""
         if not isinstance(data, dict):
             raise NasError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        allowed = {"format", "version", "space", "normal", "reduce", "meta"}
+        allowed = {"format", "version", "space", "normal", "reduce"}
         extra = sorted(set(data) - allowed)
         if extra:
             raise NasError(f"{where}: unexpected field(s) {extra}; allowed: {sorted(allowed)}")

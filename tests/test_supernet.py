@@ -55,9 +55,22 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
+def test_supernet_bn_uses_batch_statistics_in_eval() -> None:
+    net = tiny_network()
+    assert list(net.buffers()) == []
+    images, _ = batch()
+    net.eval()
+    with torch.no_grad():
+        alone = net(images[:4])
+        together = net(images)[:4]
+    assert not torch.allclose(alone, together)  # normalised by the batch it is in
+
+
 @pytest.mark.parametrize("order", [1, 2])
 def test_alpha_step_moves_only_alphas(order: int) -> None:
     net = tiny_network()
+    # A layer with running statistics, like a user op could have: the alpha step must not move it.
+    net.stem[1] = torch.nn.BatchNorm2d(net.stem[1].num_features)
     strategy = Darts(net, StrategyConfig(order=order), epochs=3)
     net.train()
     strategy.weight_step(batch())  # fills the momentum buffers
@@ -76,6 +89,8 @@ def test_alpha_step_moves_only_alphas(order: int) -> None:
         [strategy.weight_optimizer.state[p]["momentum_buffer"] for p in net.weight_parameters()],
     )
     assert all(p.grad is None for p in net.weight_parameters())
+    strategy.weight_step(batch())
+    assert not _same(buffers, list(net.buffers()))  # the weight step does move them
 
 
 def test_weight_step_moves_only_weights() -> None:

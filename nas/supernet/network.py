@@ -24,6 +24,9 @@ class SearchNetwork(nn.Module):
     The alphas (`alpha_normal`, `alpha_reduce`, each num_edges x num_ops) are registered parameters,
     so they are in `state_dict()` and every checkpoint; `arch_parameters()` and
     `weight_parameters()` split the two sets for their separate optimizers.
+
+    BatchNorm layers normalise with the current batch's statistics in evaluation too (no running
+    averages), see `_use_batch_statistics`.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class SearchNetwork(nn.Module):
         shape = (space.num_edges, len(space.ops))
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+        _use_batch_statistics(self)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture parameters: [alpha_normal, alpha_reduce]."""
@@ -82,3 +86,17 @@ class SearchNetwork(nn.Module):
         """The genotype derived from the current alphas (DARTS rule)."""
         with torch.no_grad():
             return derive_genotype(self.space, self.op_weights())
+
+
+def _use_batch_statistics(module: nn.Module) -> None:
+    """Make every BatchNorm use batch statistics in eval mode as well.
+
+    Training is unchanged (train-mode BN always uses batch statistics). The supernet is only
+    evaluated to monitor the search, and running averages lag far behind weights that move every
+    step: after 2 digits epochs (8 cells, C=8, 22 updates) eval accuracy was 0.08 with running
+    averages and 0.91 with statistics recomputed at the final weights.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.track_running_stats = False
+            layer.running_mean = layer.running_var = layer.num_batches_tracked = None

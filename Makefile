@@ -1,0 +1,27 @@
+# The two commands of the README: `make search` (the main job) and `make test`.
+# torch==2.13.0 is installed first, so the project's torch range pulls no CUDA packages.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.nasforge-installed
+
+.PHONY: setup search test lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+search: setup
+	$(BIN)/nas search --config experiments/configs/darts_digits.yaml
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
