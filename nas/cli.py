@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from nas.errors import NasError
 
@@ -31,11 +31,18 @@ SEARCH_FLAGS = {
 RESUMABLE_CHANGES = {"run.device", "run.out"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, like every other user error (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"nas: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     from nas import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nas", description="nasforge: neural architecture search for PyTorch."
     )
     parser.add_argument("--version", action="version", version=f"nasforge {__version__}")

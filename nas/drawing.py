@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -29,30 +30,33 @@ def _draw_cell(ax: object, cell: CellGenotype, title: str) -> None:
     output = NUM_INPUT_NODES + len(cell.nodes)
     for index in cell.concat:
         graph.add_edge(index, output)
-    # Layered left-to-right layout: a node sits one column after its deepest input.
-    depth = {0: 0, 1: 0}
-    for node, edges in enumerate(cell.nodes):
-        depth[NUM_INPUT_NODES + node] = 1 + max(depth[e.input] for e in edges)
-    depth[output] = 1 + max(depth[i] for i in cell.concat)
-    for index, layer in depth.items():
-        graph.nodes[index]["layer"] = layer
-    positions = nx.multipartite_layout(graph, subset_key="layer")
+    # States in index order on a half ellipse: an edge is a chord of a convex curve, so it never
+    # passes through another node.
+    order = sorted(graph.nodes)
+    positions = {
+        index: (
+            -math.cos(math.pi * k / (len(order) - 1)),
+            0.8 * math.sin(math.pi * k / (len(order) - 1)),
+        )
+        for k, index in enumerate(order)
+    }
     names = {i: _state_name(i) for i in graph.nodes}
     names[output] = "c[k]"
     colors = [
         "#9ecae1" if i < NUM_INPUT_NODES else "#fdd0a2" if i == output else "#c7e9c0" for i in graph
     ]
-    nx.draw_networkx(
-        graph,
-        positions,
-        ax=ax,
-        labels=names,
-        node_color=colors,
-        node_size=900,
-        font_size=8,
-        arrowsize=12,
-    )
-    nx.draw_networkx_edge_labels(graph, positions, edge_labels=labels, ax=ax, font_size=7)
+    op_edges = list(labels)
+    concat_edges = [(index, output) for index in cell.concat]
+    nx.draw_networkx_nodes(graph, positions, ax=ax, node_color=colors, node_size=800)
+    nx.draw_networkx_labels(graph, positions, labels=names, ax=ax, font_size=8)
+    for edges, color in ((op_edges, "#333333"), (concat_edges, "#bbbbbb")):
+        nx.draw_networkx_edges(
+            graph, positions, edgelist=edges, ax=ax, arrowsize=10, edge_color=color, node_size=800
+        )
+    nx.draw_networkx_edge_labels(
+        graph, positions, edge_labels=labels, ax=ax, font_size=7, label_pos=0.4,
+        bbox={"alpha": 0.85, "color": "white", "pad": 0.1},
+    )  # fmt: skip
     ax.set_title(title)
     ax.axis("off")
 

@@ -127,6 +127,16 @@ def test_existing_run_is_never_overwritten_and_resume_must_match(tmp_path, capsy
     assert "--resume needs --out DIR" in capsys.readouterr().err
 
 
+def test_argument_errors_are_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--order", "3"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "nas: error: argument --order: invalid choice: 3 (choose from 1, 2) "
+        "(see nas search --help)"
+    ]
+
+
 def test_console_script_prints_no_traceback(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "nas", "search", "--dataset", "imagenet"],
