@@ -42,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     from nas import __version__
 
-    parser = _Parser(
-        prog="nas", description="nasforge: neural architecture search for PyTorch."
-    )
+    parser = _Parser(prog="nas", description="nasforge: neural architecture search for PyTorch.")
     parser.add_argument("--version", action="version", version=f"nasforge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

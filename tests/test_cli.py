@@ -132,8 +132,7 @@ def test_argument_errors_are_one_line(capsys) -> None:
         main(["search", "--order", "3"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "nas: error: argument --order: invalid choice: 3 (choose from 1, 2) "
-        "(see nas search --help)"
+        "nas: error: argument --order: invalid choice: 3 (choose from 1, 2) (see nas search --help)"
     ]
 
 
