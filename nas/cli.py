@@ -225,6 +225,13 @@ def _search(args: argparse.Namespace) -> int:
     )
     try:
         record = engine.run(start)
+    except KeyboardInterrupt:
+        print(
+            f"\nnas: interrupted; completed epochs are checkpointed. Continue with: "
+            f"nas search --out {run_dir} --resume",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         logger.close()
     if record:
