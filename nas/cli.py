@@ -155,7 +155,9 @@ def _prepare_run_dir(args: argparse.Namespace) -> tuple[Any, Path]:
             raise NasError(
                 f"{run_dir} already holds a run; continue it with --resume or choose another --out"
             )
-        _clear_stale_logs(run_dir)
+        # A run that died before its first checkpoint may have left a result; the logger's
+        # rewind(0) drops its metrics and TensorBoard events.
+        (run_dir / "genotype.json").unlink(missing_ok=True)
         return config, run_dir
     if args.out is None:
         raise NasError("--resume needs --out DIR, the run directory to continue")
@@ -171,15 +173,6 @@ def _prepare_run_dir(args: argparse.Namespace) -> tuple[Any, Path]:
             f"changes {', '.join(changed)}; drop those options or start a new run"
         )
     return config, run_dir
-
-
-def _clear_stale_logs(run_dir: Path) -> None:
-    """A run that died before its first checkpoint left only logs; a new run replaces them."""
-    import shutil
-
-    for name in ("metrics.jsonl", "genotypes.jsonl", "genotype.json"):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
 
 
 def _write_config(config: Any, run_dir: Path, world_size: int) -> None:

@@ -44,8 +44,8 @@ class RunLogger:
             kept = [line for line in rows if _row_epoch(line) <= epoch]
             if len(kept) != len(rows):
                 atomic_write_text(path, "".join(line + "\n" for line in kept))
-        if epoch > 0:
-            self._purge_step = epoch + 1  # TensorBoard drops events at or after this step
+        # TensorBoard drops older events at or after this step (all of them on a fresh start).
+        self._purge_step = epoch + 1
 
     def append_jsonl(self, name: str, row: dict[str, Any]) -> None:
         """Append one JSON row to run_dir/name."""

@@ -97,7 +97,7 @@ def check_layers(space: CellSpace, layers: int) -> None:
     """Raise NasError unless `layers` cells fit the space's skeleton."""
     if layers < 1:
         raise NasError(f"model.layers must be at least 1, got {layers}")
-    if len(set(space.reduction_layers(layers)) - {0}) != len(space.reductions):
+    if not _fits(space, layers):
         raise NasError(
             f"model.layers={layers} is too few for space {space.name!r}: its "
             f"{len(space.reductions)} reduction cells need distinct positions after the first "
@@ -105,8 +105,13 @@ def check_layers(space: CellSpace, layers: int) -> None:
         )
 
 
+def _fits(space: CellSpace, layers: int) -> bool:
+    """Every reduction cell has its own position after the first cell."""
+    return len(set(space.reduction_layers(layers)) - {0}) == len(space.reductions)
+
+
 def _min_layers(space: CellSpace) -> int:
     for layers in range(1, 1000):
-        if len(set(space.reduction_layers(layers)) - {0}) == len(space.reductions):
+        if _fits(space, layers):
             return layers
     raise ValueError(f"space {space.name!r}: reductions {space.reductions} never fit")

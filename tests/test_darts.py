@@ -23,10 +23,7 @@ def _smooth(module: nn.Module) -> None:
 
 def _exact_hypergradient(net, strategy, train, val, xi) -> list[torch.Tensor]:
     """d/d alpha of L_val(w - xi * (momentum * buffer + grad_w L_train + wd * w), alpha)."""
-    named = dict(net.named_parameters())
-    arch = {id(p) for p in net.arch_parameters()}
-    names = [n for n, p in named.items() if id(p) not in arch]
-    weights = [named[n] for n in names]
+    names, weights = zip(*net.named_weight_parameters())
     train_loss = F.cross_entropy(net(train[0]), train[1])
     grads = torch.autograd.grad(train_loss, weights, create_graph=True)
     unrolled = virtual_step(weights, grads, strategy.weight_optimizer, xi)

@@ -149,10 +149,7 @@ def unrolled_alpha_grads(
     epsilon = 0.01 / ||grad_w' L_val||. Every forward pass goes through `functional_call`, so the
     network's weights are never written. (BN running statistics are; the caller restores them.)
     """
-    named = dict(network.named_parameters())
-    arch_ids = {id(p) for p in network.arch_parameters()}
-    weight_names = [name for name, p in named.items() if id(p) not in arch_ids]
-    weights = [named[name] for name in weight_names]
+    weight_names, weights = zip(*network.named_weight_parameters())
     alphas = network.arch_parameters()
     train_images, train_labels = train_batch
     val_images, val_labels = val_batch

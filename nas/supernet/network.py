@@ -64,10 +64,14 @@ class SearchNetwork(nn.Module):
         """The architecture parameters: [alpha_normal, alpha_reduce]."""
         return [self.alpha_normal, self.alpha_reduce]
 
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) for every parameter that is not an architecture parameter."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [(name, p) for name, p in self.named_parameters() if id(p) not in arch]
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter that is not an architecture parameter."""
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
+        return [p for _, p in self.named_weight_parameters()]
 
     def op_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixing weights of every op on every edge: softmax over ops, (normal, reduce)."""
