@@ -3,32 +3,41 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, NoReturn
 
 from nas.errors import NasError
 
 # CLI flag -> config key. Flags override the --config file; --set overrides both.
-SEARCH_FLAGS = {
-    "strategy": "strategy.name",
-    "space": "model.space",
+COMMON_FLAGS = {
     "dataset": "data.name",
     "data_dir": "data.data_dir",
     "epochs": "run.epochs",
     "batch_size": "data.batch_size",
     "layers": "model.layers",
     "channels": "model.channels",
-    "order": "strategy.order",
     "seed": "run.seed",
     "device": "run.device",
     "out": "run.out",
 }
-# What may differ between a run's saved config and a --resume of it.
-# Not run.epochs: the cosine schedule is a function of the epoch budget.
-RESUMABLE_CHANGES = {"run.device", "run.out"}
+SEARCH_FLAGS = {
+    **COMMON_FLAGS,
+    "strategy": "strategy.name",
+    "space": "model.space",
+    "order": "strategy.order",
+}
+TRAIN_FLAGS = {
+    **COMMON_FLAGS,
+    "genotype": "model.genotype",
+    "network": "model.network",
+    "auxiliary_weight": "model.auxiliary_weight",
+    "drop_path": "model.drop_path",
+    "cutout": "data.cutout",
+    "lr": "train.lr",
+    "label_smoothing": "train.label_smoothing",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +45,31 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"nas: error: {message} (see {self.prog} --help)\n")
+
+
+def _run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """Options shared by the commands that write a run directory."""
+    parser.add_argument("--config", metavar="FILE", help="YAML config (see experiments/configs/)")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override any config field, e.g. --set data.batch_size=32 (repeatable)",
+    )
+    parser.add_argument("--dataset", help="digits, synthetic or cifar10")
+    parser.add_argument("--data-dir", help="folder holding CIFAR-10 (cifar10 only)")
+    parser.add_argument("--epochs", type=int, help=f"{what} epochs")
+    parser.add_argument("--batch-size", type=int, help="images per step (per process)")
+    parser.add_argument("--layers", type=int, help="cells in the network")
+    parser.add_argument("--channels", type=int, help="initial channels C")
+    parser.add_argument("--seed", type=int, help="random seed (default: 0)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/...)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out DIR from its checkpoint"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,35 +84,73 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         help="search a cell architecture with a supernet (DARTS)",
         description="Search a cell architecture. Writes a run directory with genotype.json, "
-        "genotypes.jsonl, metrics.jsonl, config.yaml, checkpoints/ and tb/ (TensorBoard).",
+        "genotypes.jsonl, metrics.jsonl, config.yaml, checkpoints/ and tb/ (TensorBoard). "
+        "Defaults: DARTS on digits, 50 epochs, 8 cells, C=16, batch 64.",
     )
-    search.add_argument("--config", metavar="FILE", help="YAML config (see experiments/configs/)")
-    search.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override any config field, e.g. --set strategy.weight_lr=0.05 (repeatable)",
-    )
+    _run_arguments(search, "search")
     search.add_argument("--strategy", help="search strategy (default: darts)")
     search.add_argument("--space", help="search space (default: darts)")
-    search.add_argument("--dataset", help="digits, synthetic or cifar10 (default: digits)")
-    search.add_argument("--data-dir", help="folder holding CIFAR-10 (cifar10 only)")
-    search.add_argument("--epochs", type=int, help="search epochs (default: 50)")
-    search.add_argument("--batch-size", type=int, help="images per step and split (default: 64)")
-    search.add_argument("--layers", type=int, help="cells in the supernet (default: 8)")
-    search.add_argument("--channels", type=int, help="initial channels C (default: 16)")
     search.add_argument("--order", type=int, choices=[1, 2], help="1: first order, 2: unrolled")
-    search.add_argument("--seed", type=int, help="random seed (default: 0)")
-    search.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
-    search.add_argument("--out", metavar="DIR", help="run directory (default: runs/search-...)")
-    search.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out DIR from its last checkpoint",
-    )
     search.set_defaults(handler=_search)
+
+    train = commands.add_parser(
+        "train",
+        help="train the network of a genotype (final training)",
+        description="Train a genotype's network from scratch and test it every epoch. Writes a "
+        "run directory with genotype.json, metrics.jsonl, config.yaml, checkpoints/last.pt and "
+        "best.pt, and tb/. Defaults: the DARTS paper's CIFAR-10 training (600 epochs, batch 96, "
+        "20 cells, C=36, SGD 0.025 cosine to 0, auxiliary 0.4, drop-path 0.2, cutout 16).",
+    )
+    train.add_argument(
+        "--genotype",
+        metavar="NAME_OR_FILE",
+        help="DARTS_V1, DARTS_V2, PC_DARTS_cifar, PC_DARTS_image, a genotype.json, or a search "
+        "run directory",
+    )
+    train.add_argument("--network", choices=["cifar", "imagenet"], help="network (default: cifar)")
+    _run_arguments(train, "training")
+    train.add_argument("--lr", type=float, help="initial learning rate (default: 0.025)")
+    train.add_argument("--auxiliary-weight", type=float, help="0 for no auxiliary head")
+    train.add_argument("--drop-path", type=float, help="final drop-path probability")
+    train.add_argument("--cutout", type=int, help="cutout side in pixels, 0 for none")
+    train.add_argument("--label-smoothing", type=float, help="label smoothing (default: 0)")
+    train.add_argument(
+        "--summary",
+        action="store_true",
+        help="print parameters and multiply-adds of the network, do not train",
+    )
+    train.add_argument("--json", action="store_true", help="with --summary: one JSON line")
+    train.add_argument(
+        "--image-size", type=int, help="with --summary: input side (default: the network's)"
+    )
+    train.set_defaults(handler=_train)
+
+    show = commands.add_parser(
+        "show",
+        help="describe a genotype and draw its cells",
+        description="Print a genotype's cells and network sizes; with --out, draw the normal and "
+        "the reduction cell as a PNG (needs matplotlib: pip install 'nasforge[plot]').",
+    )
+    show.add_argument("genotype", metavar="NAME_OR_FILE", help="published name, file or run dir")
+    show.add_argument("--out", metavar="FILE.png", help="write the drawing here")
+    show.set_defaults(handler=_show)
+
+    export = commands.add_parser(
+        "export",
+        help="export a trained model (TorchScript, ONNX or torch.export)",
+        description="Export the network trained in RUN_DIR, with its genotype and a model card "
+        "(model_card.json), into RUN_DIR/export/ or --out DIR. The exported model is run once "
+        "and checked against the trained network.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a nas train run directory")
+    export.add_argument(
+        "--format", required=True, choices=["torchscript", "onnx", "exported"], dest="format"
+    )
+    export.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="which weights (best)"
+    )
+    export.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/export)")
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -99,134 +171,69 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _resolve_config(args: argparse.Namespace, base: Any = None) -> Any:
-    from nas.config import Config, apply_dict, load_yaml, parse_assignment, validate
-
-    config = Config()
-    if base is not None:
-        apply_dict(config, base, "saved config")
-    if args.config:
-        apply_dict(config, load_yaml(args.config), args.config)
-    for flag, key in SEARCH_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            config.set(key, value)
-    for text in args.overrides:
-        config.set(*parse_assignment(text))
-    validate(config)
-    return config
-
-
-def _changed_keys(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
-    return [
-        f"{section}.{key}"
-        for section, values in requested.items()
-        for key, value in values.items()
-        if saved.get(section, {}).get(key) != value
-    ]
-
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None
-
-
-def _prepare_run_dir(args: argparse.Namespace) -> tuple[Any, Path]:
-    """Resolve the config and the run directory, refusing to overwrite or misresume a run."""
-    from nas.config import load_yaml
-
-    if not args.resume:
-        config = _resolve_config(args)
-        if config.run.out is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            config.run.out = f"runs/search-{config.strategy.name}-{config.data.name}-{stamp}"
-        run_dir = Path(config.run.out)
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            raise NasError(
-                f"{run_dir} already holds a run; continue it with --resume or choose another --out"
-            )
-        # A run that died before its first checkpoint may have left a result; the logger's
-        # rewind(0) drops its metrics and TensorBoard events.
-        (run_dir / "genotype.json").unlink(missing_ok=True)
-        return config, run_dir
-    if args.out is None:
-        raise NasError("--resume needs --out DIR, the run directory to continue")
-    run_dir = Path(args.out)
-    if not (run_dir / "checkpoints" / "last.pt").is_file():
-        raise NasError(f"{run_dir} holds no checkpoint to resume (checkpoints/last.pt is missing)")
-    saved = load_yaml(run_dir / "config.yaml")
-    config = _resolve_config(args, base=saved)
-    changed = [k for k in _changed_keys(saved, config.to_dict()) if k not in RESUMABLE_CHANGES]
-    if changed:
-        raise NasError(
-            f"--resume continues the run as saved in {run_dir}/config.yaml, but this command "
-            f"changes {', '.join(changed)}; drop those options or start a new run"
-        )
-    return config, run_dir
-
-
-def _write_config(config: Any, run_dir: Path, world_size: int) -> None:
-    import yaml
-
-    from nas import __version__
-    from nas.io import atomic_write_text
-
-    data = config.to_dict()
-    data["meta"] = {
-        "nasforge_version": __version__,
-        "git_commit": _git_commit(),
-        "world_size": world_size,
-        "command": " ".join(["nas", *sys.argv[1:]]),
-    }
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
-
-
-def _search(args: argparse.Namespace) -> int:
-    config, run_dir = _prepare_run_dir(args)
-
+def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path, runtime: Any,
+                banner: str) -> dict[str, Any] | None:  # fmt: skip
+    """Run `task` under the engine with logging; None when interrupted (printed)."""
     from nas.logging import RunLogger
-    from nas.runtime import Engine, init_runtime
-    from nas.runtime.checkpoint import seed_everything
-    from nas.search import SearchTask
+    from nas.runtime import Engine
 
-    runtime = init_runtime(config.run.device)
-    seed_everything(config.run.seed)
-    task = SearchTask(config, runtime)
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            _write_config(config, run_dir, runtime.world_size)
     logger = RunLogger(run_dir, enabled=runtime.is_main)
     engine = Engine(task, runtime, logger, run_dir, config.run.epochs)
     start = engine.resume() if args.resume else 0
-    print(
-        f"nas search: {config.strategy.name} (order {config.strategy.order}) on "
-        f"{config.data.name}, space {config.model.space}, {config.model.layers} cells, "
-        f"C={config.model.channels}, epochs {start + 1}..{config.run.epochs}, "
-        f"device {runtime.device}, run dir {run_dir}",
-        file=sys.stderr,
-    )
+    print(f"{banner}, epochs {start + 1}..{config.run.epochs}, device {runtime.device}, "
+          f"run dir {run_dir}", file=sys.stderr)  # fmt: skip
     try:
-        record = engine.run(start)
+        return engine.run(start)
     except KeyboardInterrupt:
         print(
             f"\nnas: interrupted; completed epochs are checkpointed. Continue with: "
-            f"nas search --out {run_dir} --resume",
+            f"nas {args.command} --out {run_dir} --resume",
             file=sys.stderr,
         )
-        return 130
+        return None
     finally:
         logger.close()
+
+
+def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:
+    """Runtime, seeds and (new runs) config.yaml."""
+    from nas.rundir import write_config
+    from nas.runtime import init_runtime
+    from nas.runtime.checkpoint import seed_everything
+
+    runtime = init_runtime(config.run.device)
+    seed_everything(config.run.seed)
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not args.resume:
+            write_config(config, run_dir, runtime.world_size)
+    return runtime
+
+
+def _search(args: argparse.Namespace) -> int:
+    from nas.config import Config
+    from nas.rundir import prepare_run_dir
+
+    config, run_dir = prepare_run_dir(
+        args, "search", Config, SEARCH_FLAGS, lambda c: f"{c.strategy.name}-{c.data.name}"
+    )
+    if not args.resume:
+        # A run that died before its first checkpoint may have left a result; the logger's
+        # rewind(0) drops its metrics and TensorBoard events.
+        (run_dir / "genotype.json").unlink(missing_ok=True)
+
+    from nas.search import SearchTask
+
+    runtime = _start(config, run_dir, args)
+    task = SearchTask(config, runtime)
+    banner = (
+        f"nas search: {config.strategy.name} (order {config.strategy.order}) on "
+        f"{config.data.name}, space {config.model.space}, {config.model.layers} cells, "
+        f"C={config.model.channels}"
+    )
+    record = _run_engine(args, task, config, run_dir, runtime, banner)
+    if record is None:
+        return 130
     if record:
         print(
             f"epoch {record['epoch']}: train acc {record['train_acc']:.3f}, "
@@ -234,5 +241,142 @@ def _search(args: argparse.Namespace) -> int:
         )
     print(f"genotype: {task.genotype().to_notation()}")
     print(f"written: {run_dir / 'genotype.json'}")
+    print(
+        f"train it: nas train --genotype {run_dir / 'genotype.json'} --dataset {config.data.name}"
+    )
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return 0
+
+
+def _genotype_label(source: str) -> str:
+    path = Path(source)
+    return path.parent.name if path.name == "genotype.json" else path.stem
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nas.config import TrainConfig
+    from nas.published import load_genotype
+    from nas.rundir import prepare_run_dir
+
+    if args.summary:
+        return _summary(args)
+    if args.json or args.image_size is not None:
+        raise NasError("--json and --image-size go with --summary")
+    config, run_dir = prepare_run_dir(
+        args, "train", TrainConfig, TRAIN_FLAGS,
+        lambda c: f"{_genotype_label(c.model.genotype or 'none')}-{c.data.name}",
+    )  # fmt: skip
+    if args.resume:
+        from nas.genotype import Genotype
+
+        genotype = Genotype.load(run_dir / "genotype.json")
+    elif config.model.genotype is None:
+        raise NasError(
+            "nas train needs --genotype NAME_OR_FILE: a published name (DARTS_V2, ...), a "
+            "genotype.json from nas search, or a search run directory"
+        )
+    else:
+        genotype = load_genotype(config.model.genotype)
+
+    from nas.train import TrainTask
+
+    runtime = _start(config, run_dir, args)
+    task = TrainTask(config, genotype, runtime)
+    if runtime.is_main and not args.resume:
+        genotype.save(run_dir / "genotype.json")
+    banner = (
+        f"nas train: {config.model.genotype} ({config.model.network} network, "
+        f"{config.model.layers} cells, C={config.model.channels}) on {config.data.name}"
+    )
+    record = _run_engine(args, task, config, run_dir, runtime, banner)
+    if record is None:
+        return 130
+    if record:
+        print(
+            f"epoch {record['epoch']}: train acc {record['train_acc']:.4f}, test acc "
+            f"{record['test_acc']:.4f}; best test acc {task.best_acc:.4f} (epoch {task.best_epoch})"
+        )
+    print(f"written: {run_dir / 'checkpoints' / 'best.pt'} and last.pt")
+    print(f"export it: nas export {run_dir} --format torchscript")
+    print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    """`nas train --summary`: sizes of the network, without data or training."""
+    from nas.config import NETWORK_DEFAULTS, TrainConfig
+    from nas.models import count_mult_adds, count_parameters
+    from nas.published import load_genotype
+    from nas.rundir import resolve_config
+    from nas.train import build_network, model_spec
+
+    if args.resume:
+        raise NasError("--summary does not train, so --resume does not apply")
+    config = resolve_config(args, TrainConfig, TRAIN_FLAGS)
+    if config.model.genotype is None:
+        raise NasError("--summary needs --genotype NAME_OR_FILE")
+    genotype = load_genotype(config.model.genotype)
+    image_size = args.image_size or NETWORK_DEFAULTS[config.model.network][2]
+    in_channels, num_classes = 3, 1000 if config.model.network == "imagenet" else 10
+    if args.dataset is not None:  # the dataset's shape, when one is named
+        from nas.data import load_dataset
+
+        data = load_dataset(config.data)
+        in_channels, num_classes = data.in_channels, data.num_classes
+        image_size = args.image_size or data.image_size
+    if image_size < 1:
+        raise NasError("--image-size must be positive")
+    spec = model_spec(config, genotype, in_channels, num_classes, image_size)
+    network = build_network(spec)
+    params = count_parameters(network)
+    summary = {
+        "genotype": config.model.genotype,
+        "network": config.model.network,
+        "layers": config.model.layers,
+        "channels": config.model.channels,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "image_size": image_size,
+        "params": params,
+        "params_auxiliary": count_parameters(network, exclude_auxiliary=False) - params,
+        "mult_adds": count_mult_adds(network, (in_channels, image_size, image_size)),
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(
+        f"{summary['genotype']}: {summary['network']} network, {summary['layers']} cells, "
+        f"C={summary['channels']}, input {in_channels}x{image_size}x{image_size}, "
+        f"{num_classes} classes\n"
+        f"parameters: {params:,} ({params / 1e6:.2f}M; auxiliary head excluded, it adds "
+        f"{summary['params_auxiliary']:,})\n"
+        f"multiply-adds: {summary['mult_adds']:,} ({summary['mult_adds'] / 1e6:.1f}M; conv and "
+        "linear layers, one image)"
+    )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from nas.drawing import describe_genotype
+    from nas.published import load_genotype
+
+    genotype = load_genotype(args.genotype)
+    print(describe_genotype(genotype))
+    if args.out:
+        from nas.drawing import save_genotype_png
+
+        save_genotype_png(genotype, Path(args.out))
+        print(f"written: {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from nas.export import export_run
+
+    result = export_run(Path(args.run_dir), args.format, args.checkpoint, args.out)
+    print(
+        f"exported {result['model_file']} ({args.format}); outputs match the trained network "
+        f"(max abs difference {result['max_abs_diff']:.2e})"
+    )
+    print(f"written: {result['folder']}/ (model, genotype.json, model_card.json)")
     return 0

@@ -1,7 +1,9 @@
 """Run configuration: nested dataclasses with defaults, filled from YAML and `--set key=value`.
 
-Defaults are the DARTS paper's CIFAR-10 search settings (Liu et al. 2019, Sec. 3.1.1 and App. A.1).
-Every field can be overridden by dotted key, for example `strategy.weight_lr=0.05`.
+`Config` configures `nas search`; its defaults are the DARTS paper's CIFAR-10 search settings (Liu
+et al. 2019, Sec. 3.1.1 and App. A.1). `TrainConfig` configures `nas train`; its defaults are the
+paper's CIFAR-10 final training (Sec. 3.3 and App. A.2). Every field can be overridden by dotted
+key, for example `strategy.weight_lr=0.05` or `train.lr=0.05`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ class DataConfig:
     batch_size: int = 64
     # Fraction of the training set that trains the weights; the rest trains the alphas (DARTS: 0.5).
     train_portion: float = 0.5
+    # Random crop (pad 4) and horizontal flip of training images.
     augment: bool = False
+    # Cutout (DeVries and Taylor 2017): zero one random square of this side per training image.
+    cutout: int = 0
     # Synthetic data only: samples, image side, channels and classes.
     synthetic_samples: int = 1024
     synthetic_image_size: int = 32
@@ -75,14 +80,11 @@ class RunConfig:
     out: str | None = None
 
 
-@dataclass
-class Config:
-    """A whole run's configuration, as written to the run directory's config.yaml."""
+class _Sections:
+    """A configuration made of section dataclasses, addressed by dotted keys."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    def resolve(self) -> None:
+        """Fill values that default to "depends on other fields" (after validation)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML-ready)."""
@@ -92,18 +94,83 @@ class Config:
         """Set the dotted `key` to `value`, checking the name and type. Raises NasError."""
         section_name, _, name = key.partition(".")
         sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        keys = all_keys(type(self))
         if section_name not in sections or not name:
-            raise NasError(f"unknown config key {key!r}{_suggest(key, all_keys())}")
+            raise NasError(f"unknown config key {key!r}{_suggest(key, keys)}")
         section = sections[section_name]
         hints = typing.get_type_hints(type(section))
         if name not in hints:
-            raise NasError(f"unknown config key {key!r}{_suggest(key, all_keys())}")
+            raise NasError(f"unknown config key {key!r}{_suggest(key, keys)}")
         setattr(section, name, _coerce(value, hints[name], key))
 
 
-def all_keys() -> list[str]:
-    """Every dotted config key."""
-    config = Config()
+@dataclass
+class Config(_Sections):
+    """A search run's configuration (`nas search`), as written to the run's config.yaml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# network -> (paper layers, paper channels C, standard input side): DARTS Sec. 3.3.
+NETWORK_DEFAULTS = {"cifar": (20, 36, 32), "imagenet": (14, 48, 224)}
+
+
+@dataclass
+class NetworkConfig:
+    """The discrete network trained from a genotype.
+
+    `layers` and `channels` left unset take the network's paper values: 20 cells and C=36 for
+    `cifar`, 14 cells and C=48 for `imagenet`.
+    """
+
+    genotype: str | None = None
+    network: str = "cifar"
+    layers: int | None = None
+    channels: int | None = None
+    # Weight of the auxiliary head's loss; 0 builds no auxiliary head.
+    auxiliary_weight: float = 0.4
+    # Final drop-path probability; it ramps linearly from 0 over training.
+    drop_path: float = 0.2
+
+
+@dataclass
+class TrainingConfig:
+    """SGD with a cosine learning rate, as in the DARTS paper's final training."""
+
+    lr: float = 0.025
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig(_Sections):
+    """A final training run's configuration (`nas train`); defaults: DARTS on CIFAR-10."""
+
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(name="cifar10", batch_size=96, augment=True, cutout=16)
+    )
+    model: NetworkConfig = field(default_factory=NetworkConfig)
+    train: TrainingConfig = field(default_factory=TrainingConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(epochs=600))
+
+    def resolve(self) -> None:
+        """Unset `model.layers` / `model.channels` take the network's paper values."""
+        layers, channels, _ = NETWORK_DEFAULTS[self.model.network]
+        if self.model.layers is None:
+            self.model.layers = layers
+        if self.model.channels is None:
+            self.model.channels = channels
+
+
+def all_keys(config_class: type = Config) -> list[str]:
+    """Every dotted key of `config_class` (search by default)."""
+    config = config_class()
     return [
         f"{section.name}.{f.name}"
         for section in dataclasses.fields(config)
@@ -171,7 +238,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def apply_dict(config: Config, data: Any, where: str) -> None:
+def apply_dict(config: _Sections, data: Any, where: str) -> None:
     """Apply a nested mapping {section: {field: value}} onto `config`. Raises NasError."""
     if data is None:
         return
@@ -200,21 +267,41 @@ def load_yaml(path: str | Path) -> Any:
         raise NasError(f"config file {path}: not valid YAML ({err})") from None
 
 
-def validate(config: Config) -> None:
+def validate(config: Config | TrainConfig) -> None:
     """Range checks a type check cannot express. Raises NasError naming the key."""
     checks = [
         (config.data.batch_size >= 2, "data.batch_size must be at least 2 (BatchNorm needs it)"),
         (0 < config.data.train_portion < 1, "data.train_portion must be between 0 and 1"),
-        (config.model.layers >= 1, "model.layers must be at least 1"),
-        (config.model.channels >= 1, "model.channels must be at least 1"),
-        (config.strategy.order in (1, 2), "strategy.order must be 1 or 2"),
-        (config.strategy.weight_lr > 0, "strategy.weight_lr must be positive"),
-        (config.strategy.alpha_lr > 0, "strategy.alpha_lr must be positive"),
-        (len(config.strategy.alpha_betas) == 2, "strategy.alpha_betas must be two numbers"),
+        (config.data.cutout >= 0, "data.cutout must be 0 (off) or a positive side length"),
         (config.run.epochs >= 1, "run.epochs must be at least 1"),
         (config.data.synthetic_samples >= 4, "data.synthetic_samples must be at least 4"),
         (config.data.synthetic_classes >= 2, "data.synthetic_classes must be at least 2"),
     ]
+    model = config.model
+    checks += [
+        (model.layers is None or model.layers >= 1, "model.layers must be at least 1"),
+        (model.channels is None or model.channels >= 1, "model.channels must be at least 1"),
+    ]
+    if isinstance(config, TrainConfig):
+        train = config.train
+        checks += [
+            (model.network in NETWORK_DEFAULTS, "model.network must be cifar or imagenet"),
+            (model.auxiliary_weight >= 0, "model.auxiliary_weight must be 0 (off) or positive"),
+            (0 <= model.drop_path < 1, "model.drop_path must be in [0, 1)"),
+            (train.lr > 0, "train.lr must be positive"),
+            (0 <= train.lr_min <= train.lr, "train.lr_min must be between 0 and train.lr"),
+            (train.momentum >= 0, "train.momentum must be 0 or positive"),
+            (train.weight_decay >= 0, "train.weight_decay must be 0 or positive"),
+            (train.grad_clip > 0, "train.grad_clip must be positive"),
+            (0 <= train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        ]
+    else:
+        checks += [
+            (config.strategy.order in (1, 2), "strategy.order must be 1 or 2"),
+            (config.strategy.weight_lr > 0, "strategy.weight_lr must be positive"),
+            (config.strategy.alpha_lr > 0, "strategy.alpha_lr must be positive"),
+            (len(config.strategy.alpha_betas) == 2, "strategy.alpha_betas must be two numbers"),
+        ]
     for ok, message in checks:
         if not ok:
             raise NasError(message)

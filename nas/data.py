@@ -31,6 +31,9 @@ class ImageData:
     in_channels: int
     num_classes: int
     image_size: int
+    # Per-channel statistics the raw images were normalised with: (x - mean) / std.
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
 
 DATASETS: Registry[Callable[[DataConfig], ImageData]] = Registry("dataset")
@@ -56,23 +59,32 @@ def split(dataset: TensorDataset, first_fraction: float) -> tuple[TensorDataset,
     )
 
 
-def _normalise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = train.mean(dim=(0, 2, 3), keepdim=True)
-    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (train - mean) / std, (test - mean) / std
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = images.mean(dim=(0, 2, 3))
+    std = images.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _normalised(
+    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    shape = (1, len(mean), 1, 1)
+    return (images - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
 
 
 def _from_arrays(
     images: torch.Tensor, labels: torch.Tensor, test_fraction: float, classes: int
 ) -> ImageData:
     train, test = split(TensorDataset(images, labels), 1.0 - test_fraction)
-    train_images, test_images = _normalise(train.tensors[0], test.tensors[0])
+    mean, std = _channel_stats(train.tensors[0])
     return ImageData(
-        train=TensorDataset(train_images, train.tensors[1]),
-        test=TensorDataset(test_images, test.tensors[1]),
+        train=TensorDataset(_normalised(train.tensors[0], mean, std), train.tensors[1]),
+        test=TensorDataset(_normalised(test.tensors[0], mean, std), test.tensors[1]),
         in_channels=images.shape[1],
         num_classes=classes,
         image_size=images.shape[-1],
+        mean=mean,
+        std=std,
     )
 
 
@@ -123,15 +135,15 @@ def _cifar10(config: DataConfig) -> ImageData:
         folder = _torchvision_cifar(Path(config.data_dir))
     train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
     test = _read_cifar_batch(folder / "test_batch")
-    mean = torch.tensor(_CIFAR_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(_CIFAR_STD).view(1, 3, 1, 1)
-    train_images = (torch.cat([t[0] for t in train]) - mean) / std
+    train_images = _normalised(torch.cat([t[0] for t in train]), _CIFAR_MEAN, _CIFAR_STD)
     return ImageData(
         train=TensorDataset(train_images, torch.cat([t[1] for t in train])),
-        test=TensorDataset((test[0] - mean) / std, test[1]),
+        test=TensorDataset(_normalised(test[0], _CIFAR_MEAN, _CIFAR_STD), test[1]),
         in_channels=3,
         num_classes=10,
         image_size=32,
+        mean=_CIFAR_MEAN,
+        std=_CIFAR_STD,
     )
 
 
@@ -194,23 +206,44 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _Augmented(Dataset):
-    """Random crop (pad 4) and horizontal flip, the standard CIFAR augmentation, on tensors."""
+    """Training augmentation on normalised tensors, drawn from one seeded generator.
 
-    def __init__(self, base: TensorDataset, generator: torch.Generator) -> None:
+    `crop_flip`: random crop (pad 4) and horizontal flip, the standard CIFAR augmentation.
+    `cutout`: zero a `cutout` x `cutout` square centred on a uniformly drawn pixel, clipped at the
+    border (DeVries and Taylor 2017, as used by DARTS's final training); zero is the mean pixel
+    after normalisation.
+    """
+
+    def __init__(
+        self, base: TensorDataset, generator: torch.Generator, crop_flip: bool, cutout: int
+    ) -> None:
         self.base = base
         self.generator = generator
+        self.crop_flip = crop_flip
+        self.cutout = cutout
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.base[index]
-        size = image.shape[-1]
-        padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
-        top, left, flip = torch.randint(0, 9, (3,), generator=self.generator).tolist()
-        image = padded[:, top : top + size, left : left + size]
-        if flip % 2:
-            image = image.flip(-1)
+        height, width = image.shape[-2:]
+        if self.crop_flip:
+            padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
+            top, left, flip = torch.randint(0, 9, (3,), generator=self.generator).tolist()
+            image = padded[:, top : top + height, left : left + width]
+            if flip % 2:
+                image = image.flip(-1)
+        if self.cutout:
+            centre_y = int(torch.randint(0, height, (1,), generator=self.generator))
+            centre_x = int(torch.randint(0, width, (1,), generator=self.generator))
+            half = self.cutout // 2
+            image = image.clone()
+            image[
+                :,
+                max(centre_y - half, 0) : min(centre_y + half, height),
+                max(centre_x - half, 0) : min(centre_x + half, width),
+            ] = 0.0
         return image, label
 
 
@@ -221,14 +254,18 @@ def loader(
     seed: int,
     epoch: int,
     augment: bool = False,
+    cutout: int = 0,
 ) -> DataLoader:
-    """A loader for one epoch. Training loaders shuffle with a generator seeded by (seed, epoch),
-    so a resumed run sees the same batches, and drop the last partial batch (BatchNorm needs >1).
+    """A loader for one epoch. Training loaders shuffle and augment with a generator seeded by
+    (seed, epoch), so a resumed run sees the same batches, and drop the last partial batch
+    (BatchNorm needs more than one sample).
     """
     if not train:
         return DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset))
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    source: Dataset = _Augmented(dataset, generator) if augment else dataset
+    source: Dataset = dataset
+    if augment or cutout:
+        source = _Augmented(dataset, generator, augment, cutout)
     sampler = RandomSampler(source, generator=generator)
     return DataLoader(source, batch_size=batch_size, sampler=sampler, drop_last=True)
 

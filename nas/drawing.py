@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 
+from nas.errors import NasError
 from nas.genotype import CELL_KINDS, CellGenotype, Genotype
 from nas.spaces import NUM_INPUT_NODES
 
@@ -95,3 +97,40 @@ def genotype_picture(genotype: Genotype) -> np.ndarray | None:
     figure = genotype_figure(genotype)
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def describe_genotype(genotype: Genotype) -> str:
+    """A text summary: each node's inputs and ops, the concat, and the CIFAR network's size."""
+    lines = [f"genotype (space {genotype.space}): {genotype.to_notation()}"]
+    for kind in CELL_KINDS:
+        cell = genotype.cell(kind)
+        lines.append(f"{kind} cell:")
+        for node, edges in enumerate(cell.nodes):
+            terms = " + ".join(f"{e.op}({_state_name(e.input)})" for e in edges)
+            lines.append(f"  node {node} = {terms}")
+        lines.append(f"  output = concat({', '.join(_state_name(i) for i in cell.concat)})")
+    from nas.config import NETWORK_DEFAULTS
+    from nas.models import CifarNetwork, count_parameters
+
+    layers, channels, _ = NETWORK_DEFAULTS["cifar"]
+    params = count_parameters(CifarNetwork(genotype, 3, 10, channels, layers))
+    lines.append(
+        f"CIFAR network ({layers} cells, C={channels}, 10 classes): {params / 1e6:.2f}M parameters"
+    )
+    return "\n".join(lines)
+
+
+def save_genotype_png(genotype: Genotype, path: Path) -> None:
+    """Draw both cells into a PNG file. Raises NasError without matplotlib or a writable path."""
+    if path.suffix.lower() != ".png":
+        raise NasError(f"--out {path}: the drawing is a PNG; name the file *.png")
+    try:
+        figure = genotype_figure(genotype)
+    except ImportError:
+        raise NasError(
+            "drawing needs matplotlib: pip install 'nasforge[plot]' (the text summary above "
+            "needs nothing)"
+        ) from None
+    from nas.io import atomic_write
+
+    atomic_write(path, lambda f: figure.savefig(f, format="png"))

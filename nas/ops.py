@@ -160,6 +160,21 @@ class FactorizedReduce(nn.Module):
         return self.bn(out)
 
 
+def cell_preprocessing(
+    prev_prev_channels: int, prev_channels: int, channels: int, reduction_prev: bool, affine: bool
+) -> tuple[nn.Module, nn.Module]:
+    """The two input adapters of a cell, mapping both previous outputs to `channels`.
+
+    The previous-previous output is twice as large when the previous cell reduced, so it is
+    factorized-reduced; otherwise both take a 1x1 ReLU-conv-BN.
+    """
+    if reduction_prev:
+        first: nn.Module = FactorizedReduce(prev_prev_channels, channels, affine)
+    else:
+        first = ReLUConvBN(prev_prev_channels, channels, 1, 1, 0, affine)
+    return first, ReLUConvBN(prev_channels, channels, 1, 1, 0, affine)
+
+
 @register_op("none")
 def _none(channels: int, stride: int, affine: bool) -> nn.Module:
     return Zero(stride)

@@ -46,11 +46,19 @@ class SearchTask(Task):
 
     def batches(self, epoch: int) -> Iterator[Any]:
         data, seed = self.config.data, self.config.run.seed
-        train = loader(self.train_set, data.batch_size, True, seed, epoch, data.augment)
+        train = loader(
+            self.train_set, data.batch_size, True, seed, epoch, data.augment, data.cutout
+        )
         # The validation stream restarts as often as needed when it is the shorter split.
         val = cycle(
             lambda round_: loader(
-                self.val_set, data.batch_size, True, seed + 1, epoch * 1000 + round_, data.augment
+                self.val_set,
+                data.batch_size,
+                True,
+                seed + 1,
+                epoch * 1000 + round_,
+                data.augment,
+                data.cutout,
             )
         )
         return zip(train, val)

@@ -41,6 +41,9 @@ class Task:
     checkpoints `state_dict()` after every epoch and calls `load_state_dict` on resume.
     """
 
+    # How a user lowers the learning rates, named in the error when training diverges.
+    divergence_hint = "--set strategy.weight_lr=... / strategy.alpha_lr=..."
+
     def batches(self, epoch: int) -> Iterable[Any]:
         """The batches of one epoch; must be a deterministic function of the epoch."""
         raise NotImplementedError
@@ -153,7 +156,7 @@ class Engine:
         )
         raise NasError(
             f"the loss became {loss} at {where}: training diverged; {kept}. Start a new run "
-            "with lower learning rates (--set strategy.weight_lr=... / strategy.alpha_lr=...)"
+            f"with lower learning rates ({self.task.divergence_hint})"
         )
 
     def _maybe_fault(self, global_step: int) -> None:

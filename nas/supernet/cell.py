@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.ops import OPS, FactorizedReduce, ReLUConvBN, Zero
+from nas.ops import OPS, Zero, cell_preprocessing
 from nas.spaces import NUM_INPUT_NODES, CellSpace
 
 
@@ -56,12 +56,9 @@ class SearchCell(nn.Module):
         super().__init__()
         self.space = space
         self.reduction = reduction
-        # The previous-previous output is twice as large when the previous cell reduced.
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(prev_prev_channels, channels, affine=False)
-        else:
-            self.preprocess0 = ReLUConvBN(prev_prev_channels, channels, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(prev_channels, channels, 1, 1, 0, affine=False)
+        self.preprocess0, self.preprocess1 = cell_preprocessing(
+            prev_prev_channels, prev_channels, channels, reduction_prev, affine=False
+        )
         self.edges = nn.ModuleList()
         for node in range(space.num_nodes):
             for source in range(NUM_INPUT_NODES + node):

@@ -1,0 +1,198 @@
+"""Export a trained network (TorchScript, ONNX, torch.export) with its genotype and a model card.
+
+Every export is loaded back and run on a check batch; the result must match the trained network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.errors import NasError
+from nas.genotype import Genotype
+from nas.io import atomic_write_text
+from nas.runtime.checkpoint import load_checkpoint
+
+FILE_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "exported": "model.pt2"}
+CARD_FORMAT = "nasforge.model_card"
+CARD_VERSION = 1
+# Outputs of the export and the trained network may differ by float reassociation only.
+TOLERANCE = 1e-4
+
+
+def load_trained(run_dir: Path, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network of a `nas train` run (eval mode, CPU) and its checkpoint's facts.
+
+    Raises NasError when the run directory holds no such checkpoint.
+    """
+    from nas.train import build_network
+
+    path = run_dir / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise NasError(
+            f"{path} does not exist: export needs a run directory written by nas train "
+            "(with at least one completed epoch)"
+        )
+    payload = load_checkpoint(path, restore_rng=False)
+    state = payload if which == "best" else payload.get("task", {})
+    if "model" not in state or "network" not in state:
+        raise NasError(f"{path} is not a nas train checkpoint (a search run cannot be exported)")
+    network = build_network(state["model"])
+    try:
+        network.load_state_dict(state["network"])
+    except RuntimeError as err:
+        raise NasError(f"{path}: weights do not fit the network it describes ({err})") from None
+    facts = {
+        "spec": state["model"],
+        "epoch": payload["epoch"] if which == "last" else state["epoch"],
+        "test_acc": state.get("test_acc"),
+    }
+    return network.eval(), facts
+
+
+def export_run(
+    run_dir: Path, fmt: str, which: str = "best", out: str | None = None
+) -> dict[str, Any]:
+    """Export a run's network as `fmt`; return the output folder, file and the check's max error.
+
+    Raises NasError for a bad run directory, a missing optional package or a failed check.
+    """
+    if fmt not in FILE_NAMES:
+        raise NasError(f"unknown export format {fmt!r}; choose one of {', '.join(FILE_NAMES)}")
+    network, facts = load_trained(run_dir, which)
+    spec = facts["spec"]
+    folder = Path(out) if out else run_dir / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (spec["in_channels"], spec["image_size"], spec["image_size"])
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(2, *shape, generator=generator)
+    check = torch.randn(3, *shape, generator=generator)  # another batch size: batch is dynamic
+    with torch.no_grad():
+        expected = network(check)
+    model_file = folder / FILE_NAMES[fmt]
+    with _quiet_exporters():
+        actual = _EXPORTERS[fmt](network, example, check, model_file)
+    max_abs_diff = float((actual - expected).abs().max())
+    if not max_abs_diff <= TOLERANCE:
+        raise NasError(
+            f"the {fmt} export differs from the trained network by {max_abs_diff:.2e} (more than "
+            f"{TOLERANCE}); the export at {model_file} should not be used"
+        )
+    Genotype.from_dict(spec["genotype"]).save(folder / "genotype.json")
+    card = _model_card(spec, facts, network, which)
+    card["exports"] = {**_earlier_exports(folder / "model_card.json", card), fmt: model_file.name}
+    atomic_write_text(folder / "model_card.json", json.dumps(card, indent=2) + "\n")
+    return {"folder": folder, "model_file": model_file, "max_abs_diff": max_abs_diff}
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """Silence exporter chatter that is not about this model.
+
+    The tracer warns that FactorizedReduce's odd-size padding branch is fixed at the traced image
+    size; exports are for that one size (the model card says which). torch's ONNX exporter logs
+    that torchvision's ops are skipped, and a deprecation inside torch.
+    """
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        onnx_logger.setLevel(level)
+
+
+def _earlier_exports(card_path: Path, card: dict[str, Any]) -> dict[str, str]:
+    """Exports already in the folder from the same weights (so one card lists every format)."""
+    try:
+        old = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    same = all(old.get(k) == card[k] for k in ("checkpoint", "epoch", "test_accuracy", "params"))
+    exports = old.get("exports") if same else None
+    return exports if isinstance(exports, dict) else {}
+
+
+def _model_card(spec: dict[str, Any], facts: dict[str, Any], network: torch.nn.Module,
+                which: str) -> dict[str, Any]:  # fmt: skip
+    from nas import __version__
+    from nas.models import count_parameters
+
+    return {
+        "format": CARD_FORMAT,
+        "version": CARD_VERSION,
+        "input_shape": ["batch", spec["in_channels"], spec["image_size"], spec["image_size"]],
+        "input_normalisation": {"mean": spec["mean"], "std": spec["std"]},
+        "output": f"logits over {spec['num_classes']} classes",
+        "num_classes": spec["num_classes"],
+        "dataset": spec["dataset"],
+        "params": count_parameters(network),
+        "test_accuracy": facts["test_acc"],
+        "checkpoint": which,
+        "epoch": facts["epoch"],
+        "network": spec["network"],
+        "layers": spec["layers"],
+        "channels": spec["channels"],
+        "genotype_file": "genotype.json",
+        "nasforge_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _torchscript(network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor,
+                 path: Path) -> torch.Tensor:  # fmt: skip
+    with torch.no_grad():
+        traced = torch.jit.trace(network, example)
+    from nas.io import atomic_write
+
+    atomic_write(path, lambda f: torch.jit.save(traced, f))
+    loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        return loaded(check)
+
+
+def _exported(network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor,
+              path: Path) -> torch.Tensor:  # fmt: skip
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
+    from nas.io import atomic_write
+
+    atomic_write(path, lambda f: torch.export.save(program, f))
+    loaded = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        return loaded(check)
+
+
+def _onnx(network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor,
+          path: Path) -> torch.Tensor:  # fmt: skip
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+    except ImportError:
+        raise NasError(
+            "ONNX export needs onnx, onnxscript and onnxruntime: pip install 'nasforge[onnx]'"
+        ) from None
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(
+        network, (example,), dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"],
+        output_names=["logits"], verbose=False,
+    )  # fmt: skip
+    from nas.io import atomic_write
+
+    atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"images": check.numpy()})
+    return torch.from_numpy(logits)
+
+
+_EXPORTERS = {"torchscript": _torchscript, "onnx": _onnx, "exported": _exported}

@@ -1,0 +1,119 @@
+"""Run directories: resolving a command's config, refusing to overwrite or misresume a run, and
+writing config.yaml with the package version, git commit, world size and command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nas.errors import NasError
+
+# What may differ between a run's saved config and a --resume of it.
+# Not run.epochs: the cosine schedule is a function of the epoch budget.
+RESUMABLE_CHANGES = {"run.device", "run.out"}
+
+
+def resolve_config(
+    args: argparse.Namespace, config_class: type, flags: dict[str, str], base: Any = None
+) -> Any:
+    """Defaults < saved config (resume) < --config file < flags < --set. Raises NasError."""
+    from nas.config import apply_dict, load_yaml, parse_assignment, validate
+
+    config = config_class()
+    if base is not None:
+        apply_dict(config, base, "saved config")
+    if args.config:
+        apply_dict(config, load_yaml(args.config), args.config)
+    for flag, key in flags.items():
+        value = getattr(args, flag)
+        if value is not None:
+            config.set(key, value)
+    for text in args.overrides:
+        config.set(*parse_assignment(text))
+    validate(config)
+    config.resolve()
+    return config
+
+
+def _changed_keys(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    return [
+        f"{section}.{key}"
+        for section, values in requested.items()
+        for key, value in values.items()
+        if saved.get(section, {}).get(key) != value
+    ]
+
+
+def prepare_run_dir(
+    args: argparse.Namespace, command: str, config_class: type, flags: dict[str, str], name: Any
+) -> tuple[Any, Path]:
+    """Resolve the config and the run directory of `nas COMMAND`.
+
+    A new run gets `--out` or `runs/<command>-<name(config)>-<time>` and must not overwrite a run
+    with a checkpoint. `--resume` reloads the saved config and refuses changes other than
+    RESUMABLE_CHANGES. Raises NasError.
+    """
+    from nas.config import load_yaml
+
+    if not args.resume:
+        config = resolve_config(args, config_class, flags)
+        if config.run.out is None:
+            config.run.out = f"runs/{command}-{name(config)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(config.run.out)
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise NasError(
+                f"{run_dir} already holds a run; continue it with --resume or choose another --out"
+            )
+        return config, run_dir
+    if args.out is None:
+        raise NasError("--resume needs --out DIR, the run directory to continue")
+    run_dir = Path(args.out)
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise NasError(f"{run_dir} holds no checkpoint to resume (checkpoints/last.pt is missing)")
+    saved = load_yaml(run_dir / "config.yaml")
+    config = resolve_config(args, config_class, flags, base=saved)
+    changed = [k for k in _changed_keys(saved, config.to_dict()) if k not in RESUMABLE_CHANGES]
+    if changed:
+        raise NasError(
+            f"--resume continues the run as saved in {run_dir}/config.yaml, but this command "
+            f"changes {', '.join(changed)}; drop those options or start a new run"
+        )
+    return config, run_dir
+
+
+def git_commit() -> str | None:
+    """The commit of the nasforge checkout, or None outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def write_config(config: Any, run_dir: Path, world_size: int) -> None:
+    """Write run_dir/config.yaml: the resolved config plus a `meta` section (atomically)."""
+    import yaml
+
+    from nas import __version__
+    from nas.io import atomic_write_text
+
+    data = config.to_dict()
+    data["meta"] = {
+        "nasforge_version": __version__,
+        "git_commit": git_commit(),
+        "world_size": world_size,
+        "command": " ".join(["nas", *sys.argv[1:]]),
+    }
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
