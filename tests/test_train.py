@@ -1,0 +1,200 @@
+"""`nas train`, `nas show` and `nas export` end to end: run directory, resume, checks, exports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from nas.cli import main
+from nas.genotype import Genotype
+from nas.published import PUBLISHED_GENOTYPES
+from nas.runtime.engine import FAULT_ENV
+from nas.spaces import get_space
+from nas.supernet import SearchNetwork
+
+SMALL = ["--dataset", "digits", "--layers", "3", "--channels", "4", "--batch-size", "64",
+         "--cutout", "3", "--set", "data.augment=false"]  # fmt: skip
+TIMING = {"epoch_seconds", "peak_mem_mb"}
+
+
+def _nas(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nas", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def _rows(run) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def _searched_genotype(tmp_path):
+    """A genotype.json as `nas search` writes it: derived from a supernet's alphas."""
+    torch.manual_seed(3)
+    network = SearchNetwork(get_space("darts"), 1, 10, channels=2, layers=3)
+    path = tmp_path / "search" / "genotype.json"
+    path.parent.mkdir()
+    network.genotype().save(path)
+    return path
+
+
+def test_train_a_searched_genotype_on_digits(tmp_path, capsys) -> None:
+    genotype_file = _searched_genotype(tmp_path)
+    run = tmp_path / "run"
+    code = main(["train", "--genotype", str(genotype_file), *SMALL, "--epochs", "2",
+                 "--out", str(run)])  # fmt: skip
+    assert code == 0
+    rows = _rows(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop_path"):
+        assert isinstance(rows[-1][key], float), key
+    assert rows[0]["drop_path"] == 0.0 and rows[1]["drop_path"] == pytest.approx(0.1)
+    assert rows[-1]["test_acc"] > 0.5  # two short epochs on digits already learn
+    assert Genotype.load(run / "genotype.json") == Genotype.load(genotype_file)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["layers"] == 3 and config["train"]["lr"] == 0.025
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["test_acc"] == max(r["test_acc"] for r in rows)
+    assert (run / "checkpoints" / "last.pt").is_file()
+    printed = capsys.readouterr().out
+    assert "best test acc" in printed and f"nas export {run}" in printed
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_training_matches_uninterrupted(tmp_path) -> None:
+    args = ["train", "--genotype", "DARTS_V2", *SMALL, "--epochs", "3", "--seed", "5"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert _nas(*args, "--out", str(whole)).returncode == 0
+    # 22 steps per epoch: step 30 is inside epoch 2, after epoch 1's checkpoint.
+    crashed = _nas(*args, "--out", str(killed), env={FAULT_ENV: "30"})
+    assert crashed.returncode == -signal.SIGKILL
+    assert len(_rows(killed)) == 1
+    resumed = _nas("train", "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _rows(whole) == _rows(killed)
+    for name in ("last.pt", "best.pt"):
+        states = [
+            torch.load(run / "checkpoints" / name, weights_only=True) for run in (whole, killed)
+        ]
+        networks = [s["task"]["network"] if "task" in s else s["network"] for s in states]
+        for key in networks[0]:
+            assert torch.equal(networks[0][key], networks[1][key]), (name, key)
+
+
+def test_resume_refuses_a_checkpoint_of_another_genotype(tmp_path) -> None:
+    run = tmp_path / "r"
+    assert (
+        main(["train", "--genotype", "DARTS_V2", *SMALL, "--epochs", "1", "--out", str(run)]) == 0
+    )
+    PUBLISHED_GENOTYPES["DARTS_V1"].save(run / "genotype.json")  # the run's genotype is edited
+    result = _nas("train", "--out", str(run), "--resume")
+    assert result.returncode == 2
+    assert "holds weights for another genotype" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_spec_names_the_mismatch() -> None:
+    from nas.errors import NasError
+    from nas.train import check_spec
+
+    spec = {"genotype": PUBLISHED_GENOTYPES["DARTS_V2"].to_dict(), "network": "cifar",
+            "layers": 20, "channels": 36, "auxiliary": True, "in_channels": 3,
+            "num_classes": 10}  # fmt: skip
+    check_spec(spec, dict(spec), "ckpt")
+    with pytest.raises(NasError, match="channels 36 vs 16"):
+        check_spec(spec, {**spec, "channels": 16}, "ckpt")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "digits"], "needs --genotype"),
+        (["--genotype", "DARTS_V9", "--dataset", "digits"], "neither a published name"),
+        (["--genotype", "DARTS_V2", "--dataset", "digits", "--cutout", "16"], "covers the whole"),
+        (["--genotype", "DARTS_V2", "--network", "resnet"], "invalid choice"),
+        (["--genotype", "DARTS_V2", "--set", "train.lrr=1"], "did you mean 'train.lr'"),
+        (["--genotype", "DARTS_V2", "--drop-path", "1.5"], "model.drop_path"),
+        (["--genotype", "DARTS_V2", "--json"], "go with --summary"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, args: list[str], message: str) -> None:
+    result = _nas("train", *args, "--out", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_summary_json_without_training(tmp_path) -> None:
+    result = _nas("train", "--genotype", "DARTS_V2", "--network", "imagenet", "--summary", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["params"] == 4_718_752 and summary["image_size"] == 224
+    assert summary["params_auxiliary"] > 0 and summary["mult_adds"] == 529_911_552
+    small = _nas("train", "--genotype", "DARTS_V2", "--summary", "--json", "--image-size", "16")
+    cifar = json.loads(small.stdout)
+    assert cifar["params"] == 3_349_342 and cifar["image_size"] == 16
+    assert not (tmp_path / "runs").exists()
+
+
+def test_show_prints_and_draws_both_cells(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "cells.png"
+    result = _nas("show", "DARTS_V2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    for text in ("normal cell:", "reduce cell:", "node 3 = skip_connect(c[k-2]) + dil_conv_3x3(0)",
+                 "3.35M parameters"):  # fmt: skip
+        assert text in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    assert imread(out).shape[1] > imread(out).shape[0]  # two cells side by side
+    bad = _nas("show", "DARTS_V2", "--out", str(tmp_path / "cells.svg"))
+    assert bad.returncode == 2 and "PNG" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert (
+        main(["train", "--genotype", "DARTS_V2", *SMALL, "--epochs", "1", "--out", str(run)]) == 0
+    )
+    return run
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported", "onnx"])
+def test_export_round_trips(trained_run, tmp_path, fmt: str) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    from nas.export import load_trained
+
+    out = tmp_path / fmt
+    assert main(["export", str(trained_run), "--format", fmt, "--out", str(out)]) == 0
+    network, facts = load_trained(trained_run)
+    images = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        expected = network(images)
+    if fmt == "torchscript":
+        actual = torch.jit.load(str(out / "model.pt"))(images)
+    elif fmt == "exported":
+        actual = torch.export.load(str(out / "model.pt2")).module()(images)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+        actual = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["input_shape"] == ["batch", 1, 8, 8] and card["num_classes"] == 10
+    assert card["test_accuracy"] == facts["test_acc"] and card["params"] > 0
+    assert card["exports"] == {fmt: out.joinpath(card["exports"][fmt]).name}
+    assert Genotype.load(out / "genotype.json") == PUBLISHED_GENOTYPES["DARTS_V2"]
+
+
+def test_export_of_a_search_run_is_a_clear_error(tmp_path) -> None:
+    result = _nas("export", str(tmp_path), "--format", "torchscript")
+    assert result.returncode == 2 and "needs a run directory written by nas train" in result.stderr
