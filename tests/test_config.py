@@ -74,3 +74,27 @@ def test_every_key_is_settable_from_its_own_default() -> None:
     for key in all_keys():
         section, name = key.split(".")
         config.set(key, getattr(getattr(config, section), name))
+
+
+def test_train_config_defaults_are_the_papers_and_resolve_by_network() -> None:
+    from nas.config import TrainConfig
+
+    config = TrainConfig()
+    validate(config)
+    config.resolve()
+    assert (config.run.epochs, config.data.batch_size, config.data.cutout) == (600, 96, 16)
+    assert (config.model.layers, config.model.channels) == (20, 36)
+    assert (config.train.lr, config.train.lr_min, config.train.weight_decay) == (0.025, 0.0, 3e-4)
+    assert (config.model.auxiliary_weight, config.model.drop_path) == (0.4, 0.2)
+    imagenet = TrainConfig()
+    imagenet.set("model.network", "imagenet")
+    imagenet.resolve()
+    assert (imagenet.model.layers, imagenet.model.channels) == (14, 48)
+    for key in all_keys(TrainConfig):
+        section, name = key.split(".")
+        config.set(key, getattr(getattr(config, section), name))
+    with pytest.raises(NasError, match="did you mean 'train.momentum'"):
+        config.set("train.momentun", 0.5)
+    config.train.lr_min = 1.0
+    with pytest.raises(NasError, match="train.lr_min"):
+        validate(config)

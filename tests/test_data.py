@@ -98,3 +98,25 @@ def test_unknown_dataset_and_stray_data_dir_are_clear_errors() -> None:
     with pytest.raises(NasError, match="--data-dir applies to cifar10 only"):
         load_dataset(DataConfig(name="digits", data_dir="/tmp"))
     assert {"digits", "synthetic", "cifar10"} <= set(DATASETS.names())
+
+
+def test_cutout_zeroes_one_clipped_square_per_image_reproducibly() -> None:
+    images = torch.ones(64, 2, 10, 10)
+    dataset = torch.utils.data.TensorDataset(images, torch.zeros(64, dtype=torch.long))
+    first = next(iter(loader(dataset, 64, True, seed=1, epoch=0, cutout=4)))[0]
+    again = next(iter(loader(dataset, 64, True, seed=1, epoch=0, cutout=4)))[0]
+    assert torch.equal(first, again)
+    zeroed = (first == 0).all(dim=1)  # both channels are cut alike
+    assert torch.equal(zeroed, (first == 0).any(dim=1))
+    counts = zeroed.flatten(1).sum(1)
+    # a 4x4 square centred on a random pixel, clipped at the border: 4 to 16 pixels
+    assert counts.min() >= 4 and counts.max() == 16
+    rows, cols = zeroed.any(2), zeroed.any(1)
+    assert torch.all(rows.sum(1) * cols.sum(1) == counts)  # a rectangle, not scattered pixels
+    assert torch.equal(images, torch.ones(64, 2, 10, 10))  # the dataset itself is untouched
+
+
+def test_datasets_record_their_normalisation() -> None:
+    data = load_dataset(DataConfig(name="digits"))
+    assert len(data.mean) == len(data.std) == 1 and data.std[0] > 0
+    assert abs(data.train.tensors[0].mean().item()) < 1e-4
