@@ -64,6 +64,16 @@ def test_train_a_searched_genotype_on_digits(tmp_path, capsys) -> None:
     assert (run / "checkpoints" / "last.pt").is_file()
     printed = capsys.readouterr().out
     assert "best test acc" in printed and f"nas export {run}" in printed
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    expected = {"loss/train", "loss/test", "accuracy/test", "run/lr", "run/drop_path"}
+    assert expected <= set(events.Tags()["scalars"])
+    assert [e.value for e in events.Scalars("accuracy/test")] == pytest.approx(
+        [r["test_acc"] for r in rows]
+    )
+    assert events.Tags()["images"] == ["genotype"]
 
 
 @pytest.mark.slow
