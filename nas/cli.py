@@ -316,6 +316,8 @@ def _summary(args: argparse.Namespace) -> int:
     if config.model.genotype is None:
         raise NasError("--summary needs --genotype NAME_OR_FILE")
     genotype = load_genotype(config.model.genotype)
+    if args.image_size is not None and args.image_size < 1:
+        raise NasError("--image-size must be a positive number of pixels")
     image_size = args.image_size or NETWORK_DEFAULTS[config.model.network][2]
     in_channels, num_classes = 3, 1000 if config.model.network == "imagenet" else 10
     if args.dataset is not None:  # the dataset's shape, when one is named
@@ -324,8 +326,6 @@ def _summary(args: argparse.Namespace) -> int:
         data = load_dataset(config.data)
         in_channels, num_classes = data.in_channels, data.num_classes
         image_size = args.image_size or data.image_size
-    if image_size < 1:
-        raise NasError("--image-size must be positive")
     spec = model_spec(config, genotype, in_channels, num_classes, image_size)
     network = build_network(spec)
     params = count_parameters(network)
