@@ -320,12 +320,16 @@ def _summary(args: argparse.Namespace) -> int:
         raise NasError("--image-size must be a positive number of pixels")
     image_size = args.image_size or NETWORK_DEFAULTS[config.model.network][2]
     in_channels, num_classes = 3, 1000 if config.model.network == "imagenet" else 10
-    if args.dataset is not None:  # the dataset's shape, when one is named
-        from nas.data import load_dataset
+    named = args.dataset is not None or config.data.name != TrainConfig().data.name
+    if named:  # a dataset chosen by flag, --config or --set: its shape
+        if config.data.name == "cifar10":  # known without reading the files
+            in_channels, num_classes, size = 3, 10, 32
+        else:
+            from nas.data import load_dataset
 
-        data = load_dataset(config.data)
-        in_channels, num_classes = data.in_channels, data.num_classes
-        image_size = args.image_size or data.image_size
+            data = load_dataset(config.data)
+            in_channels, num_classes, size = data.in_channels, data.num_classes, data.image_size
+        image_size = args.image_size or size
     spec = model_spec(config, genotype, in_channels, num_classes, image_size)
     network = build_network(spec)
     params = count_parameters(network)

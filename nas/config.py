@@ -286,6 +286,10 @@ def validate(config: Config | TrainConfig) -> None:
         train = config.train
         checks += [
             (model.network in NETWORK_DEFAULTS, "model.network must be cifar or imagenet"),
+            (
+                model.network != "imagenet" or (model.channels or 0) % 2 == 0,
+                "model.channels must be even for the imagenet network (its stem halves it)",
+            ),
             (model.auxiliary_weight >= 0, "model.auxiliary_weight must be 0 (off) or positive"),
             (0 <= model.drop_path < 1, "model.drop_path must be in [0, 1)"),
             (train.lr > 0, "train.lr must be positive"),

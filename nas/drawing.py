@@ -133,4 +133,7 @@ def save_genotype_png(genotype: Genotype, path: Path) -> None:
         ) from None
     from nas.io import atomic_write
 
-    atomic_write(path, lambda f: figure.savefig(f, format="png"))
+    try:
+        atomic_write(path, lambda f: figure.savefig(f, format="png"))
+    except OSError as err:
+        raise NasError(f"--out {path}: cannot write the drawing ({err})") from None

@@ -69,7 +69,12 @@ def export_run(
     network, facts = load_trained(run_dir, which)
     spec = facts["spec"]
     folder = Path(out) if out else run_dir / "export"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NasError(
+            f"cannot use {folder} as the export folder ({err}); pick another --out"
+        ) from None
     shape = (spec["in_channels"], spec["image_size"], spec["image_size"])
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, *shape, generator=generator)

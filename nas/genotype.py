@@ -95,6 +95,13 @@ class Genotype:
         cells = {
             kind: _cell_from_dict(data.get(kind), space, f"{where}.{kind}") for kind in CELL_KINDS
         }
+        inputs = [i for i in cells["reduce"].concat if i < NUM_INPUT_NODES]
+        if inputs:
+            # A reduction cell's nodes have half the inputs' height and width: no concatenation.
+            raise NasError(
+                f"{where}.reduce.concat: states {inputs} are the cell inputs, which are twice the "
+                "size of a reduction cell's nodes and cannot be concatenated with them"
+            )
         return cls(space=space_name, **cells)
 
     def to_json(self, indent: int | None = 2) -> str:

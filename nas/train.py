@@ -67,7 +67,8 @@ def check_spec(saved: dict[str, Any], requested: dict[str, Any], where: str) -> 
             f"{Genotype.from_dict(saved['genotype']).to_notation()}; the requested network uses "
             f"{Genotype.from_dict(requested['genotype']).to_notation()}"
         )
-    keys = ("network", "layers", "channels", "auxiliary", "in_channels", "num_classes")
+    keys = ("network", "layers", "channels", "auxiliary", "in_channels", "num_classes",
+            "image_size", "dataset")  # fmt: skip
     different = [
         f"{k} {saved.get(k)} vs {requested[k]}" for k in keys if saved.get(k) != requested[k]
     ]
@@ -196,6 +197,7 @@ class TrainTask(Task):
             "scheduler": self.scheduler.state_dict(),
             "best_acc": self.best_acc,
             "best_epoch": self.best_epoch,
+            "test_acc": self._last_test_acc,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -205,3 +207,4 @@ class TrainTask(Task):
         self.scheduler.load_state_dict(state["scheduler"])
         self.best_acc = state["best_acc"]
         self.best_epoch = state["best_epoch"]
+        self._last_test_acc = state["test_acc"]

@@ -53,7 +53,17 @@ def test_mult_adds_of_a_known_module() -> None:
 
 @pytest.mark.parametrize(
     ("network", "in_channels", "size"),
-    [("cifar", 1, 8), ("cifar", 3, 9), ("cifar", 3, 32), ("imagenet", 3, 64), ("imagenet", 1, 40)],
+    [
+        ("cifar", 1, 8),
+        ("cifar", 3, 9),
+        ("cifar", 3, 20),
+        ("cifar", 3, 28),
+        ("cifar", 3, 32),
+        ("cifar", 3, 48),
+        ("imagenet", 3, 64),
+        ("imagenet", 1, 40),
+        ("imagenet", 3, 160),
+    ],
 )
 def test_any_channel_count_and_image_size(network: str, in_channels: int, size: int) -> None:
     builder = CifarNetwork if network == "cifar" else ImageNetNetwork
@@ -126,3 +136,16 @@ def test_load_genotype_by_name_file_and_run_dir(tmp_path) -> None:
     assert load_genotype(str(tmp_path)) == genotype
     with pytest.raises(Exception, match="neither a published name"):
         load_genotype("DARTS_V3")
+
+
+def test_a_reduction_cell_cannot_concatenate_its_inputs() -> None:
+    from nas.errors import NasError
+
+    data = PUBLISHED_GENOTYPES["DARTS_V2"].to_dict()
+    data["reduce"]["concat"] = [1, 2, 3, 4, 5]
+    with pytest.raises(NasError, match=r"reduce.concat: states \[1\] are the cell inputs"):
+        Genotype.from_dict(data)
+    data = PUBLISHED_GENOTYPES["DARTS_V2"].to_dict()
+    data["normal"]["concat"] = [1, 2, 3, 4, 5]  # fine in a normal cell: same size
+    model = CifarNetwork(Genotype.from_dict(data), 3, 10, channels=4, layers=3)
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)

@@ -22,10 +22,10 @@ SMALL = ["--dataset", "digits", "--layers", "3", "--channels", "4", "--batch-siz
 TIMING = {"epoch_seconds", "peak_mem_mb"}
 
 
-def _nas(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _nas(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "nas", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {})}, cwd=cwd,
     )  # fmt: skip
 
 
@@ -115,7 +115,7 @@ def test_check_spec_names_the_mismatch() -> None:
 
     spec = {"genotype": PUBLISHED_GENOTYPES["DARTS_V2"].to_dict(), "network": "cifar",
             "layers": 20, "channels": 36, "auxiliary": True, "in_channels": 3,
-            "num_classes": 10}  # fmt: skip
+            "num_classes": 10, "image_size": 32, "dataset": "cifar10"}  # fmt: skip
     check_spec(spec, dict(spec), "ckpt")
     with pytest.raises(NasError, match="channels 36 vs 16"):
         check_spec(spec, {**spec, "channels": 16}, "ckpt")
@@ -131,6 +131,7 @@ def test_check_spec_names_the_mismatch() -> None:
         (["--genotype", "DARTS_V2", "--set", "train.lrr=1"], "did you mean 'train.lr'"),
         (["--genotype", "DARTS_V2", "--drop-path", "1.5"], "model.drop_path"),
         (["--genotype", "DARTS_V2", "--json"], "go with --summary"),
+        (["--genotype", "DARTS_V2", "--network", "imagenet", "--channels", "47"], "must be even"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path, args: list[str], message: str) -> None:
@@ -140,7 +141,10 @@ def test_user_errors_are_one_line(tmp_path, args: list[str], message: str) -> No
 
 
 def test_summary_json_without_training(tmp_path) -> None:
-    result = _nas("train", "--genotype", "DARTS_V2", "--network", "imagenet", "--summary", "--json")
+    result = _nas(
+        "train", "--genotype", "DARTS_V2", "--network", "imagenet", "--summary", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["params"] == 4_718_752 and summary["image_size"] == 224
@@ -148,7 +152,13 @@ def test_summary_json_without_training(tmp_path) -> None:
     small = _nas("train", "--genotype", "DARTS_V2", "--summary", "--json", "--image-size", "16")
     cifar = json.loads(small.stdout)
     assert cifar["params"] == 3_349_342 and cifar["image_size"] == 16
-    assert not (tmp_path / "runs").exists()
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    # a dataset named in a config file gives the input shape
+    config = tmp_path.parent / "digits.yaml"
+    config.write_text("data:\n  name: digits\n")
+    digits = _nas("train", "--genotype", "DARTS_V2", "--config", str(config), "--summary", "--json")
+    shape = json.loads(digits.stdout)
+    assert (shape["in_channels"], shape["image_size"], shape["num_classes"]) == (1, 8, 10)
 
 
 def test_show_prints_and_draws_both_cells(tmp_path) -> None:
@@ -201,10 +211,30 @@ def test_export_round_trips(trained_run, tmp_path, fmt: str) -> None:
     card = json.loads((out / "model_card.json").read_text())
     assert card["input_shape"] == ["batch", 1, 8, 8] and card["num_classes"] == 10
     assert card["test_accuracy"] == facts["test_acc"] and card["params"] > 0
-    assert card["exports"] == {fmt: out.joinpath(card["exports"][fmt]).name}
+    from nas.export import FILE_NAMES
+
+    assert card["exports"] == {fmt: FILE_NAMES[fmt]} and (out / FILE_NAMES[fmt]).is_file()
     assert Genotype.load(out / "genotype.json") == PUBLISHED_GENOTYPES["DARTS_V2"]
 
 
 def test_export_of_a_search_run_is_a_clear_error(tmp_path) -> None:
+    from nas.runtime.checkpoint import save_checkpoint
+
     result = _nas("export", str(tmp_path), "--format", "torchscript")
     assert result.returncode == 2 and "needs a run directory written by nas train" in result.stderr
+    # a search run's last.pt: network and strategy state, no model spec
+    state = {"network": {"alpha_normal": torch.zeros(2)}, "strategy": {}}
+    save_checkpoint(tmp_path / "checkpoints" / "last.pt", {"epoch": 1, "task": state})
+    search = _nas("export", str(tmp_path), "--format", "exported", "--checkpoint", "last")
+    assert search.returncode == 2 and "not a nas train checkpoint" in search.stderr
+
+
+def test_export_of_the_last_checkpoint_reports_its_test_accuracy(trained_run, tmp_path) -> None:
+    assert main(["export", str(trained_run), "--format", "exported", "--checkpoint", "last",
+                 "--out", str(tmp_path / "e")]) == 0  # fmt: skip
+    card = json.loads((tmp_path / "e" / "model_card.json").read_text())
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert card["checkpoint"] == "last" and card["test_accuracy"] == rows[-1]["test_acc"]
+    (tmp_path / "file").write_text("")
+    bad = _nas("export", str(trained_run), "--format", "exported", "--out", str(tmp_path / "file"))
+    assert bad.returncode == 2 and "pick another --out" in bad.stderr

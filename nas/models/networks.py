@@ -22,8 +22,9 @@ class AuxiliaryHead(nn.Module):
 
     `pool_stride` is 3 for CIFAR (8x8 -> 2x2) and 2 for ImageNet (7x7 -> 2x2). The reference
     ImageNet head has no BN after the 768-channel conv (its authors left it out of the paper's
-    experiments), so `final_bn=False` there. Maps smaller than 5x5 (small images, e.g. digits) are
-    average-pooled to 2x2 instead.
+    experiments), so `final_bn=False` there. Maps too small for the 5x5 window to leave 2x2 (under
+    8x8 for CIFAR, 7x7 for ImageNet: small images such as digits) are average-pooled to 2x2
+    instead; larger maps are averaged after the 2x2 conv.
     """
 
     def __init__(self, channels: int, num_classes: int, pool_stride: int, final_bn: bool) -> None:
@@ -41,7 +42,7 @@ class AuxiliaryHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(x)
-        if min(x.shape[-2:]) >= 5:
+        if min(x.shape[-2:]) >= 5 + self.pool_stride:  # the window leaves at least 2x2
             x = F.avg_pool2d(x, 5, self.pool_stride, 0, count_include_pad=False)
         else:
             x = F.adaptive_avg_pool2d(x, 2)
