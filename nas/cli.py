@@ -297,7 +297,7 @@ def _train(args: argparse.Namespace) -> int:
             f"{record['test_acc']:.4f}; best test acc {task.best_acc:.4f} (epoch {task.best_epoch})"
         )
     print(f"written: {run_dir / 'checkpoints' / 'best.pt'} and last.pt")
-    print(f"export it: nas export {run_dir} --format torchscript")
+    print(f"export it: nas export {run_dir} --format exported")
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return 0
 
