@@ -126,6 +126,7 @@ class TrainTask(Task):
         return batches_per_epoch(self.data.train, self.config.data.batch_size)
 
     def batches(self, epoch: int) -> Any:
+        self.network.train()  # evaluate() left it in eval mode
         self.network.drop_path_prob = self.config.model.drop_path * epoch / self.config.run.epochs
         data = self.config.data
         return loader(
@@ -135,7 +136,6 @@ class TrainTask(Task):
 
     def step(self, batch: Any) -> StepResult:
         images, labels = (t.to(self.runtime.device) for t in batch)
-        self.network.train()
         logits, auxiliary_logits = self.network.forward_with_auxiliary(images)
         loss = self.criterion(logits, labels)
         objective = loss

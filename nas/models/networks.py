@@ -133,19 +133,19 @@ class GenotypeNetwork(nn.Module):
 
     def forward_with_auxiliary(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logits, auxiliary logits); the latter is None in eval mode or without a head."""
+        return self._logits(x, auxiliary=self.training and self.auxiliary_head is not None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._logits(x, auxiliary=False)[0]
+
+    def _logits(self, x: torch.Tensor, auxiliary: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         s0, s1 = self.stem(x)
         auxiliary_logits = None
         for layer, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if layer == self.auxiliary_layer and self.auxiliary_head is not None and self.training:
+            if auxiliary and layer == self.auxiliary_layer:
                 auxiliary_logits = self.auxiliary_head(s1)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1)), auxiliary_logits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s0, s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
 
 def CifarNetwork(  # noqa: N802 - a constructor, named like the class it builds
