@@ -68,6 +68,21 @@ class StrategyConfig:
     alpha_lr: float = 3e-4
     alpha_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     alpha_weight_decay: float = 1e-3
+    # ASAP only (Noy et al. 2020); the schedule is explained in docs/strategies.md.
+    # T0: op weights are softmax(alpha / T), and T = T0 * decay^t.
+    temperature: float = 1.6
+    # T at the last step of the budget; it sets the default decay and ends the threshold ramp.
+    temperature_final: float = 0.03
+    # beta; unset: (temperature_final / temperature) ^ (1 / (t_last)), so T lands on T_final.
+    temperature_decay: float | None = None
+    # t counts steps ("step") or epochs ("epoch").
+    anneal_every: str = "step"
+    # tau: alphas train, and ops are pruned, only once T < tau (weights train from the start).
+    grace_temperature: float = 1.0
+    # theta at tau; unset: 0.4 / number of ops. It rises linearly in log T to the final value.
+    prune_threshold: float | None = None
+    # theta at temperature_final; above 0.5 no edge can keep two ops.
+    prune_threshold_final: float = 0.5
 
 
 @dataclass
@@ -306,6 +321,51 @@ def validate(config: Config | TrainConfig) -> None:
             (config.strategy.alpha_lr > 0, "strategy.alpha_lr must be positive"),
             (len(config.strategy.alpha_betas) == 2, "strategy.alpha_betas must be two numbers"),
         ]
+        checks += _asap_checks(config.strategy)
     for ok, message in checks:
         if not ok:
             raise NasError(message)
+
+
+# Keys that only ASAP reads: set with another strategy they would silently do nothing.
+ASAP_KEYS = (
+    "temperature",
+    "temperature_final",
+    "temperature_decay",
+    "anneal_every",
+    "grace_temperature",
+    "prune_threshold",
+    "prune_threshold_final",
+)
+
+
+def _asap_checks(strategy: StrategyConfig) -> list[tuple[bool, str]]:
+    if strategy.name != "asap":
+        defaults = StrategyConfig()
+        return [
+            (
+                getattr(strategy, key) == getattr(defaults, key),
+                f"strategy.{key} is an ASAP setting; it has no effect with strategy "
+                f"{strategy.name!r} (use --strategy asap, or remove it)",
+            )
+            for key in ASAP_KEYS
+        ]
+    threshold = strategy.prune_threshold
+    decay = strategy.temperature_decay
+    return [
+        (strategy.temperature > 0, "strategy.temperature must be positive"),
+        (
+            0 < strategy.temperature_final < strategy.grace_temperature,
+            "strategy.temperature_final must be positive and below strategy.grace_temperature",
+        ),
+        (decay is None or 0 < decay <= 1, "strategy.temperature_decay must be in (0, 1]"),
+        (strategy.anneal_every in ("step", "epoch"), "strategy.anneal_every must be step or epoch"),
+        (
+            threshold is None or 0 <= threshold <= strategy.prune_threshold_final,
+            "strategy.prune_threshold must be between 0 and strategy.prune_threshold_final",
+        ),
+        (
+            0 <= strategy.prune_threshold_final <= 1,
+            "strategy.prune_threshold_final must be between 0 and 1",
+        ),
+    ]

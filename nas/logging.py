@@ -74,10 +74,16 @@ class RunLogger:
             for key, value in record.items()
             if key.endswith(("_loss", "_acc")) and isinstance(value, float)
         ]
+        fields += [f"{key} {record[key]:.4g}" for key in SUMMARY_EXTRAS if key in record]
         seconds = record.get("epoch_seconds", 0.0)
         tqdm.write(
             f"epoch {record['epoch']}/{epochs}: {', '.join(fields)}, {seconds:.1f} s", sys.stderr
         )
+
+    def note(self, message: str) -> None:
+        """One line on stderr, between progress bars."""
+        if self.enabled:
+            tqdm.write(message, sys.stderr)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         """One TensorBoard scalar."""
@@ -111,6 +117,10 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+# Schedule values that the per-epoch summary line shows when a strategy reports them.
+SUMMARY_EXTRAS = ("temperature", "threshold", "ops_remaining")
 
 
 def _row_epoch(line: str) -> float:

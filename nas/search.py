@@ -39,7 +39,9 @@ class SearchTask(Task):
             config.model.layers,
         ).to(runtime.device)
         strategy_class = STRATEGIES.get(config.strategy.name)
-        self.strategy = strategy_class(self.network, config.strategy, config.run.epochs)
+        self.strategy = strategy_class(
+            self.network, config.strategy, config.run.epochs, self.steps_per_epoch()
+        )
 
     def steps_per_epoch(self) -> int:
         return batches_per_epoch(self.train_set, self.config.data.batch_size)
@@ -94,11 +96,16 @@ class SearchTask(Task):
         genotype = self.genotype()
         genotype.save(logger.run_dir / "genotype.json")
         logger.append_jsonl("genotypes.jsonl", {"epoch": step, "genotype": genotype.to_dict()})
-        for kind, weights in zip(CELL_KINDS, self.network.op_weights()):
+        for kind, weights, pruned in zip(
+            CELL_KINDS, self.network.op_weights(), self.network.pruned_masks()
+        ):
             for node in range(self.space.num_nodes):
                 for source in range(NUM_INPUT_NODES + node):
-                    row = weights[self.space.edge_index(node, source)]
-                    for op, weight in zip(self.space.ops, row.tolist()):
+                    edge = self.space.edge_index(node, source)
+                    alive = (pruned[edge] < 0).tolist()
+                    for op, weight, live in zip(self.space.ops, weights[edge].tolist(), alive):
+                        if not live:  # a pruned op's curve ends where it was pruned
+                            continue
                         tag = f"alphas_{kind}/node{NUM_INPUT_NODES + node}_from{source}/{op}"
                         logger.scalar(tag, weight, step)
         logger.text("genotype", f"`{genotype.to_notation()}`", step)
@@ -108,6 +115,9 @@ class SearchTask(Task):
 
     def progress(self) -> dict[str, str]:
         return self.strategy.progress()
+
+    def finished(self) -> bool:
+        return self.strategy.finished()
 
     def state_dict(self) -> dict[str, Any]:
         return {"network": self.network.state_dict(), "strategy": self.strategy.state_dict()}

@@ -91,7 +91,7 @@ def test_config_file_and_set_override(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--strategy", "enas"], "unknown strategy 'enas'; choose one of: darts"),
+        (["--strategy", "enas"], "unknown strategy 'enas'; choose one of: asap, darts"),
         (["--space", "nasbench"], "unknown search space 'nasbench'"),
         (["--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["--set", "strategy.weight_rl=0.1"], "did you mean 'strategy.weight_lr'"),

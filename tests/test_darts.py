@@ -49,7 +49,7 @@ def test_second_order_matches_exact_hypergradient(float64) -> None:
     with torch.no_grad():  # spread the alphas so the hypergradient is not tiny
         for alpha in net.arch_parameters():
             alpha.normal_()
-    strategy = Darts(net, StrategyConfig(order=2, weight_momentum=0.9), epochs=5)
+    strategy = Darts(net, StrategyConfig(order=2, weight_momentum=0.9), epochs=5, steps_per_epoch=1)
     train, val, xi = batch(), batch(), 0.05
     net.train()
     strategy.weight_step(batch())  # non-zero momentum buffers enter the virtual step
@@ -72,7 +72,7 @@ def test_orders_give_different_alpha_updates() -> None:
     for order in (1, 2):
         torch.manual_seed(0)
         net = tiny_network()
-        strategy = Darts(net, StrategyConfig(order=order), epochs=3)
+        strategy = Darts(net, StrategyConfig(order=order), epochs=3, steps_per_epoch=1)
         torch.manual_seed(1)
         strategy.step(batch(), batch())
         results.append(net.alpha_normal.detach().clone())
@@ -81,7 +81,7 @@ def test_orders_give_different_alpha_updates() -> None:
 
 @pytest.mark.filterwarnings("ignore:Detected call of")
 def test_learning_rate_follows_cosine_to_minimum() -> None:
-    strategy = Darts(tiny_network(), StrategyConfig(), epochs=4)
+    strategy = Darts(tiny_network(), StrategyConfig(), epochs=4, steps_per_epoch=1)
     lrs = [strategy.end_epoch(epoch)["lr"] for epoch in range(4)]
     assert lrs[0] == 0.025 and lrs == sorted(lrs, reverse=True)
     assert strategy.weight_lr == pytest.approx(0.001)

@@ -19,7 +19,7 @@ def test_strategy_steps_and_resumes_exactly(name: str, order: int) -> None:
     def build():
         torch.manual_seed(0)
         net = tiny_network()
-        return net, STRATEGIES.get(name)(net, config, 4)
+        return net, STRATEGIES.get(name)(net, config, 4, 1)
 
     batches = [(batch(), batch()) for _ in range(4)]
     net, strategy = build()

@@ -36,9 +36,10 @@ class StepResult:
 class Task:
     """Base class of what the engine trains (a search, a final training).
 
-    The engine calls, in order, for each epoch: `batches(epoch)` once, `step(batch)` for each
-    batch, then `evaluate()`, then `end_epoch(epoch)`, then (main process only) `log_epoch`. It
-    checkpoints `state_dict()` after every epoch and calls `load_state_dict` on resume.
+    The engine calls, in order, for each epoch (until `finished()`): `batches(epoch)` once,
+    `step(batch)` for each batch, then `evaluate()`, then `end_epoch(epoch)`, then (main process
+    only) `log_epoch`. It checkpoints `state_dict()` after every epoch and calls
+    `load_state_dict` on resume.
     """
 
     # How a user lowers the learning rates, named in the error when training diverges.
@@ -70,6 +71,10 @@ class Task:
     def progress(self) -> dict[str, str]:
         """Extra fields for the progress bar."""
         return {}
+
+    def finished(self) -> bool:
+        """True when further epochs would change nothing (the engine then stops early)."""
+        return False
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: modules, optimizers, schedules."""
@@ -106,6 +111,10 @@ class Engine:
         record: dict[str, Any] = {}
         steps = self.task.steps_per_epoch()
         for epoch in range(start_epoch, self.epochs):
+            if self.task.finished():
+                if self.runtime.is_main:
+                    self.logger.note(f"finished after epoch {epoch} of {self.epochs}: converged")
+                break
             started = time.perf_counter()
             self.runtime.reset_peak_memory()
             loss_sum = correct = count = 0.0

@@ -25,16 +25,20 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class Strategy:
     """How the supernet is searched.
 
-    The search task builds the strategy once with the network (already on its device), calls
-    `step` once per training step, `end_epoch` after each epoch, and `genotype` whenever it needs
-    the current result. `state_dict` must hold everything the strategy owns (optimisers,
-    schedules), so a resumed search continues exactly.
+    The search task builds the strategy once with the network (already on its device) and the
+    budget (`epochs` of `steps_per_epoch` steps), calls `step` once per training step, `end_epoch`
+    after each epoch, and `genotype` whenever it needs the current result; the search stops
+    early once `finished()` is true. `state_dict` must hold everything the strategy owns
+    (optimisers, schedules), so a resumed search continues exactly.
     """
 
-    def __init__(self, network: SearchNetwork, config: StrategyConfig, epochs: int) -> None:
+    def __init__(
+        self, network: SearchNetwork, config: StrategyConfig, epochs: int, steps_per_epoch: int
+    ) -> None:
         self.network = network
         self.config = config
         self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
 
     def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
         """One search step; returns the training loss and accuracy counts of the weight step."""
@@ -43,6 +47,10 @@ class Strategy:
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Advance schedules after `epoch`; return scalars for the epoch's metrics."""
         return {}
+
+    def finished(self) -> bool:
+        """True once the search has converged and further epochs would change nothing."""
+        return False
 
     def genotype(self) -> Genotype:
         """The architecture the search currently points to."""

@@ -27,8 +27,10 @@ HVP_EPSILON = 0.01  # Eq. 8: epsilon = 0.01 / ||grad_w' L_val||, as in the paper
 class Darts(Strategy):
     """DARTS with SGD (momentum, cosine schedule) on weights and Adam on alphas (Sec. 3.1.1)."""
 
-    def __init__(self, network: SearchNetwork, config: StrategyConfig, epochs: int) -> None:
-        super().__init__(network, config, epochs)
+    def __init__(
+        self, network: SearchNetwork, config: StrategyConfig, epochs: int, steps_per_epoch: int
+    ) -> None:
+        super().__init__(network, config, epochs, steps_per_epoch)
         self.weight_optimizer = torch.optim.SGD(
             network.weight_parameters(),
             lr=config.weight_lr,

@@ -10,31 +10,43 @@ from nas.spaces import NUM_INPUT_NODES, CellSpace
 
 
 class MixedOp(nn.Module):
-    """One edge: the weighted sum of every candidate op (Eq. 2), one call per op.
+    """One edge: the weighted sum of its candidate ops (Eq. 2), one call per op.
 
-    This is the straightforward reference path. The zero op is skipped: its output is zero, so
-    leaving it out changes neither the sum nor any gradient (its alpha still gets gradient through
-    the softmax).
+    This is the straightforward reference path. Ops are held by name, so `remove` can drop one for
+    good (ASAP pruning): its module, and with it its parameters, leave the edge. The zero op is
+    skipped: its output is zero, so leaving it out changes neither the sum nor any gradient (its
+    alpha still gets gradient through the softmax).
     """
 
     def __init__(self, op_names: tuple[str, ...], channels: int, stride: int) -> None:
         super().__init__()
-        self.ops = nn.ModuleList()
+        self.index = {name: k for k, name in enumerate(op_names)}
+        self.ops = nn.ModuleDict()
         for name in op_names:
             op_def = OPS.get(name)
             op = op_def.build(channels, stride, False)
             if op_def.pooling:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
-            self.ops.append(op)
+            self.ops[name] = op
+
+    def remove(self, name: str) -> None:
+        """Drop the op `name` from this edge (it is no longer built, run or trained)."""
+        if name in self.ops:
+            if len(self.ops) == 1:
+                raise ValueError(f"cannot remove {name!r}: an edge keeps at least one op")
+            del self.ops[name]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         out = None
-        for weight, op in zip(weights, self.ops):
+        for name, op in self.ops.items():
             if isinstance(op, Zero):
                 continue
-            term = weight * op(x)
+            term = weights[self.index[name]] * op(x)
             out = term if out is None else out + term
-        return out if out is not None else x.mul(0.0)
+        if out is None:  # only the zero op is left on this edge
+            (zero,) = self.ops.values()
+            return zero(x)
+        return out
 
 
 class SearchCell(nn.Module):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.genotype import Genotype, derive_genotype
+from nas.genotype import CELL_KINDS, Genotype, derive_genotype
 from nas.spaces import CellSpace, check_layers
 from nas.supernet.cell import SearchCell
 
@@ -24,6 +28,11 @@ class SearchNetwork(nn.Module):
     The alphas (`alpha_normal`, `alpha_reduce`, each num_edges x num_ops) are registered parameters,
     so they are in `state_dict()` and every checkpoint; `arch_parameters()` and
     `weight_parameters()` split the two sets for their separate optimizers.
+
+    Op weights are `softmax(alpha / temperature)` over the ops still alive on each edge.
+    `temperature` is 1 unless a strategy anneals it (ASAP). `prune` removes ops for good; the
+    buffers `pruned_normal` / `pruned_reduce` (num_edges x num_ops, -1 while alive, else the step
+    at which the op was pruned) record which, so a checkpoint restores the pruned network.
 
     BatchNorm layers normalise with the current batch's statistics in evaluation too (no running
     averages), see `_use_batch_statistics`.
@@ -58,6 +67,9 @@ class SearchNetwork(nn.Module):
         shape = (space.num_edges, len(space.ops))
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+        self.register_buffer("pruned_normal", torch.full(shape, -1, dtype=torch.long))
+        self.register_buffer("pruned_reduce", torch.full(shape, -1, dtype=torch.long))
+        self.temperature = 1.0
         _use_batch_statistics(self)
 
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -74,8 +86,50 @@ class SearchNetwork(nn.Module):
         return [p for _, p in self.named_weight_parameters()]
 
     def op_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mixing weights of every op on every edge: softmax over ops, (normal, reduce)."""
-        return F.softmax(self.alpha_normal, dim=-1), F.softmax(self.alpha_reduce, dim=-1)
+        """Mixing weights of every op on every edge, (normal, reduce): softmax(alpha / T) over the
+        ops alive on the edge; pruned ops weigh exactly 0 and get no gradient.
+        """
+        return tuple(
+            F.softmax((alpha / self.temperature).masked_fill(pruned >= 0, -math.inf), dim=-1)
+            for alpha, pruned in zip(self.arch_parameters(), self.pruned_masks())
+        )
+
+    def pruned_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normal, reduce): -1 where an op is alive, else the step at which it was pruned."""
+        return self.pruned_normal, self.pruned_reduce
+
+    def ops_remaining(self) -> dict[str, int]:
+        """Ops alive per cell kind, summed over the cell's edges: {"normal": .., "reduce": ..}."""
+        return {kind: int((p < 0).sum()) for kind, p in zip(CELL_KINDS, self.pruned_masks())}
+
+    def prune(self, kind: str, edge: int, op: int, step: int) -> None:
+        """Remove op `op` of edge `edge` from every cell of `kind` ("normal" or "reduce") for good.
+
+        Its modules leave the network (so their parameters leave `weight_parameters()`); the
+        remaining weights on the edge renormalise. Raises ValueError for the edge's last op.
+        """
+        pruned = self.pruned_masks()[CELL_KINDS.index(kind)]
+        if pruned[edge, op] >= 0:
+            return
+        if int((pruned[edge] < 0).sum()) == 1:
+            raise ValueError(f"{kind} edge {edge}: cannot prune its last op")
+        pruned[edge, op] = step
+        name = self.space.ops[op]
+        for cell in self.cells:
+            if cell.reduction == (kind == "reduce"):
+                cell.edges[edge].remove(name)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Apply the checkpoint's pruning first, so its keys match the pruned modules."""
+        for kind, key in zip(CELL_KINDS, ("pruned_normal", "pruned_reduce")):
+            saved = state_dict.get(key)
+            if saved is None:
+                continue
+            for edge, op in (saved >= 0).nonzero().tolist():
+                self.prune(kind, edge, op, int(saved[edge, op]))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights_normal, weights_reduce = self.op_weights()
@@ -87,9 +141,15 @@ class SearchNetwork(nn.Module):
         return self.classifier(out)
 
     def genotype(self) -> Genotype:
-        """The genotype derived from the current alphas (DARTS rule)."""
+        """The genotype derived from the current op weights (DARTS rule)."""
         with torch.no_grad():
-            return derive_genotype(self.space, self.op_weights())
+            scores = [
+                # An edge left with no op but `none` ranks below every edge with a live op; among
+                # such edges, and for the op on them, the later-pruned op is the stronger.
+                torch.where(pruned >= 0, -1.0 / (2.0 + pruned.double()), weights.double())
+                for weights, pruned in zip(self.op_weights(), self.pruned_masks())
+            ]
+            return derive_genotype(self.space, scores)
 
 
 def _use_batch_statistics(module: nn.Module) -> None:
