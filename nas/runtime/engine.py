@@ -113,7 +113,10 @@ class Engine:
         for epoch in range(start_epoch, self.epochs):
             if self.task.finished():
                 if self.runtime.is_main:
-                    self.logger.note(f"finished after epoch {epoch} of {self.epochs}: converged")
+                    self.logger.note(
+                        f"stopping after epoch {epoch} of {self.epochs}: converged, further "
+                        "epochs would change nothing"
+                    )
                 break
             started = time.perf_counter()
             self.runtime.reset_peak_memory()

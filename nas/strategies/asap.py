@@ -124,6 +124,19 @@ class Asap(Darts):
         self.steps += 1
         return self.weight_step(train_batch)
 
+    def alpha_step(self, train_batch: Batch, val_batch: Batch) -> None:
+        """The DARTS alpha step; a pruned op's alpha stays at the value it was pruned with (Adam's
+        momentum and weight decay would otherwise keep moving it), so the genotype can still
+        rank edges by it.
+        """
+        frozen = [alpha.detach().clone() for alpha in self.network.arch_parameters()]
+        super().alpha_step(train_batch, val_batch)
+        with torch.no_grad():
+            for alpha, before, pruned in zip(
+                self.network.arch_parameters(), frozen, self.network.pruned_masks()
+            ):
+                alpha.copy_(torch.where(pruned >= 0, before, alpha))
+
     @torch.no_grad()
     def prune(self, threshold: float) -> int:
         """Remove every op weighing less than `threshold`, keeping each edge's strongest op.

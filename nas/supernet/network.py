@@ -141,13 +141,21 @@ class SearchNetwork(nn.Module):
         return self.classifier(out)
 
     def genotype(self) -> Genotype:
-        """The genotype derived from the current op weights (DARTS rule)."""
+        """The genotype of the current alphas, by the DARTS rule on softmax(alpha).
+
+        Each edge's op is its strongest live non-`none` op; the edges of a node are ranked by that
+        op's weight in softmax(alpha) over all the edge's ops, pruned ones included (at the alpha
+        they were pruned with). This is the DARTS rule whatever the temperature, and it still ranks
+        edges once pruning has left one op on each, where the annealed weights are all 1. An edge
+        left with only `none` ranks below every edge with a live op; if a node must take one
+        anyway, its op is the non-`none` op pruned last.
+        """
         with torch.no_grad():
             scores = [
-                # An edge left with no op but `none` ranks below every edge with a live op; among
-                # such edges, and for the op on them, the later-pruned op is the stronger.
-                torch.where(pruned >= 0, -1.0 / (2.0 + pruned.double()), weights.double())
-                for weights, pruned in zip(self.op_weights(), self.pruned_masks())
+                torch.where(
+                    pruned >= 0, -1.0 / (2.0 + pruned.double()), F.softmax(alpha.double(), dim=-1)
+                )
+                for alpha, pruned in zip(self.arch_parameters(), self.pruned_masks())
             ]
             return derive_genotype(self.space, scores)
 
