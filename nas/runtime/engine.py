@@ -114,8 +114,8 @@ class Engine:
             if self.task.finished():
                 if self.runtime.is_main:
                     self.logger.note(
-                        f"stopping after epoch {epoch} of {self.epochs}: converged, further "
-                        "epochs would change nothing"
+                        f"stopping after epoch {epoch} of {self.epochs}: the run has converged "
+                        "(for ASAP: every edge is down to one op)"
                     )
                 break
             started = time.perf_counter()
