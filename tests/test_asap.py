@@ -242,7 +242,8 @@ def test_killed_after_pruning_and_resumed_matches_uninterrupted(tmp_path) -> Non
     rows = _rows(whole, "metrics.jsonl")
     # Pruning is under way at the epoch-2 checkpoint and done (one op per edge) at the end.
     assert rows[0]["ops_remaining"] > rows[1]["ops_remaining"] > rows[2]["ops_remaining"] == 10
-    assert rows[2]["temperature"] == pytest.approx(0.03) and rows[2]["threshold"] == pytest.approx(0.5)
+    assert rows[2]["temperature"] == pytest.approx(0.03)
+    assert rows[2]["threshold"] == pytest.approx(0.5)
     assert all(math.isfinite(row["temperature"]) for row in rows)
     assert "T=" in done.stderr and "ops=" in done.stderr  # the progress bar shows T and ops
 
