@@ -72,6 +72,22 @@ def _run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Multi-process options, passed to torch.distributed.run (see docs/distributed.md)."""
+    group = parser.add_argument_group("distributed (torch.distributed.run)")
+    group.add_argument(
+        "--nproc-per-node", type=int, metavar="N", help="processes on this node (default: 1)"
+    )
+    group.add_argument("--nnodes", type=int, metavar="M", help="number of nodes (default: 1)")
+    group.add_argument("--node-rank", type=int, metavar="R", help="this node's rank (0..M-1)")
+    group.add_argument(
+        "--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous address, the same on every node"
+    )
+    group.add_argument(
+        "--max-restarts", type=int, metavar="K", help="restart failed workers K times (resume)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     from nas import __version__
@@ -88,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Defaults: DARTS on digits, 50 epochs, 8 cells, C=16, batch 64.",
     )
     _run_arguments(search, "search")
+    _launch_arguments(search)
     search.add_argument("--strategy", help="search strategy (default: darts)")
     search.add_argument("--space", help="search space (default: darts)")
     search.add_argument("--order", type=int, choices=[1, 2], help="1: first order, 2: unrolled")
@@ -109,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--network", choices=["cifar", "imagenet"], help="network (default: cifar)")
     _run_arguments(train, "training")
+    _launch_arguments(train)
     train.add_argument("--lr", type=float, help="initial learning rate (default: 0.025)")
     train.add_argument("--auxiliary-weight", type=float, help="0 for no auxiliary head")
     train.add_argument("--drop-path", type=float, help="final drop-path probability")
@@ -159,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if _launch_requested(args):
+            from nas.runtime.launch import LAUNCHER_FLAGS, launch
+
+            options = {key: getattr(args, key) for key in LAUNCHER_FLAGS}
+            return launch(sys.argv[1:] if argv is None else argv, options)
         return args.handler(args)
     except NasError as err:
         print(f"nas: error: {err}", file=sys.stderr)
@@ -171,6 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _launch_requested(args: argparse.Namespace) -> bool:
+    """True when a search or training asks for several processes and is not one of them yet."""
+    if not hasattr(args, "nproc_per_node"):
+        return False
+    from nas.runtime.launch import wants_launch
+
+    for key in ("nproc_per_node", "nnodes"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise NasError(f"--{key.replace('_', '-')} must be at least 1")
+    return wants_launch(args.nproc_per_node, args.nnodes)
+
+
 def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path, runtime: Any,
                 banner: str) -> dict[str, Any] | None:  # fmt: skip
     """Run `task` under the engine with logging; None when interrupted (printed)."""
@@ -180,8 +216,10 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
     logger = RunLogger(run_dir, enabled=runtime.is_main)
     engine = Engine(task, runtime, logger, run_dir, config.run.epochs)
     start = engine.resume() if args.resume else 0
-    print(f"{banner}, epochs {start + 1}..{config.run.epochs}, device {runtime.device}, "
-          f"run dir {run_dir}", file=sys.stderr)  # fmt: skip
+    if runtime.is_main:
+        processes = f", {runtime.world_size} processes" if runtime.is_distributed else ""
+        print(f"{banner}, epochs {start + 1}..{config.run.epochs}, device {runtime.device}"
+              f"{processes}, run dir {run_dir}", file=sys.stderr)  # fmt: skip
     try:
         return engine.run(start)
     except KeyboardInterrupt:
@@ -193,6 +231,7 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
         return None
     finally:
         logger.close()
+        runtime.shutdown()
 
 
 def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:
@@ -234,6 +273,8 @@ def _search(args: argparse.Namespace) -> int:
     record = _run_engine(args, task, config, run_dir, runtime, banner)
     if record is None:
         return 130
+    if not runtime.is_main:  # rank 0 reports
+        return 0
     if record:
         print(
             f"epoch {record['epoch']}: train acc {record['train_acc']:.3f}, "
@@ -291,6 +332,8 @@ def _train(args: argparse.Namespace) -> int:
     record = _run_engine(args, task, config, run_dir, runtime, banner)
     if record is None:
         return 130
+    if not runtime.is_main:  # rank 0 reports
+        return 0
     if record:
         print(
             f"epoch {record['epoch']}: train acc {record['train_acc']:.4f}, test acc "

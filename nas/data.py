@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    SequentialSampler,
+    Subset,
+    TensorDataset,
+)
 
 from nas.config import DataConfig
 from nas.errors import NasError
@@ -255,24 +262,54 @@ def loader(
     epoch: int,
     augment: bool = False,
     cutout: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> DataLoader:
-    """A loader for one epoch. Training loaders shuffle and augment with a generator seeded by
-    (seed, epoch), so a resumed run sees the same batches, and drop the last partial batch
-    (BatchNorm needs more than one sample).
+    """A loader for one epoch of this process's shard (`shard` = (rank, world size)).
+
+    Training loaders shuffle with a DistributedSampler seeded by (seed, epoch) (`set_epoch`), so a
+    resumed run sees the same batches, and drop the last partial batch (BatchNorm needs more than
+    one sample). Rank r takes every W-th index of one permutation of the whole split, so step k's
+    batches of the W ranks together are step k's batch of one process with W times the batch size.
+    Evaluation loaders read rank r's every W-th sample in order (sum the metrics over the ranks).
     """
+    rank, world = shard
     if not train:
-        return DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset))
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        part = dataset if world == 1 else Subset(dataset, range(rank, len(dataset), world))
+        return DataLoader(part, batch_size=batch_size, sampler=SequentialSampler(part))
     source: Dataset = dataset
     if augment or cutout:
+        generator = torch.Generator().manual_seed((seed * 100_003 + epoch) * 64 + rank)
         source = _Augmented(dataset, generator, augment, cutout)
-    sampler = RandomSampler(source, generator=generator)
+    sampler = DistributedSampler(
+        source, num_replicas=world, rank=rank, shuffle=True, seed=seed * 100_003, drop_last=True
+    )
+    sampler.set_epoch(epoch)
     return DataLoader(source, batch_size=batch_size, sampler=sampler, drop_last=True)
 
 
-def batches_per_epoch(dataset: TensorDataset, batch_size: int) -> int:
-    """Number of full batches a training loader yields."""
-    return len(dataset) // batch_size
+@torch.no_grad()
+def classifier_sums(
+    network: Callable[[torch.Tensor], torch.Tensor],
+    dataset: TensorDataset,
+    batch_size: int,
+    device: torch.device,
+    shard: tuple[int, int] = (0, 1),
+) -> list[float]:
+    """[summed cross-entropy, correct predictions] of `network` on this process's share of
+    `dataset`; sum them over the ranks and divide by len(dataset) for the means.
+    """
+    loss_sum = correct = 0.0
+    for images, labels in loader(dataset, batch_size, False, 0, 0, shard=shard):
+        images, labels = images.to(device), labels.to(device)
+        logits = network(images)
+        loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == labels).sum().item()
+    return [loss_sum, correct]
+
+
+def batches_per_epoch(dataset: TensorDataset, batch_size: int, world: int = 1) -> int:
+    """Number of full batches a training loader yields on each of `world` processes."""
+    return len(dataset) // world // batch_size
 
 
 def check_batch_size(dataset: TensorDataset, batch_size: int, what: str) -> None:

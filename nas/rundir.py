@@ -5,6 +5,7 @@ writing config.yaml with the package version, git commit, world size and command
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
+from nas.runtime.dist import restarted
+from nas.runtime.launch import RUN_STAMP_ENV
 
 # What may differ between a run's saved config and a --resume of it.
 # Not run.epochs: the cosine schedule is a function of the epoch budget.
@@ -63,13 +66,18 @@ def prepare_run_dir(
     if not args.resume:
         config = resolve_config(args, config_class, flags)
         if config.run.out is None:
-            config.run.out = f"runs/{command}-{name(config)}-{time.strftime('%Y%m%d-%H%M%S')}"
+            config.run.out = f"runs/{command}-{name(config)}-{run_stamp()}"
         run_dir = Path(config.run.out)
         if (run_dir / "checkpoints" / "last.pt").exists():
-            raise NasError(
-                f"{run_dir} already holds a run; continue it with --resume or choose another --out"
-            )
-        return config, run_dir
+            if not restarted():
+                raise NasError(
+                    f"{run_dir} already holds a run; continue it with --resume or choose "
+                    "another --out"
+                )
+            # torchrun restarted this worker after a failure: continue from the last checkpoint.
+            args.resume, args.out = True, str(run_dir)
+        else:
+            return config, run_dir
     if args.out is None:
         raise NasError("--resume needs --out DIR, the run directory to continue")
     run_dir = Path(args.out)
@@ -84,6 +92,19 @@ def prepare_run_dir(
             f"changes {', '.join(changed)}; drop those options or start a new run"
         )
     return config, run_dir
+
+
+def run_stamp() -> str:
+    """The time part of a default run directory name; the launcher fixes it for all workers."""
+    stamp = os.environ.get(RUN_STAMP_ENV)
+    if stamp:
+        return stamp
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NasError(
+            "several processes need one run directory: give --out DIR (or start them with "
+            "nas ... --nproc-per-node N, which names it for all of them)"
+        )
+    return time.strftime("%Y%m%d-%H%M%S")
 
 
 def git_commit() -> str | None:

@@ -6,10 +6,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nas.config import Config
-from nas.data import batches_per_epoch, check_batch_size, cycle, load_dataset, loader, split
+from nas.data import (
+    batches_per_epoch,
+    check_batch_size,
+    classifier_sums,
+    cycle,
+    load_dataset,
+    loader,
+    split,
+)
 from nas.drawing import genotype_picture
 from nas.genotype import CELL_KINDS, Genotype
 from nas.logging import RunLogger
@@ -40,16 +47,18 @@ class SearchTask(Task):
         ).to(runtime.device)
         strategy_class = STRATEGIES.get(config.strategy.name)
         self.strategy = strategy_class(
-            self.network, config.strategy, config.run.epochs, self.steps_per_epoch()
+            self.network, config.strategy, config.run.epochs, self.steps_per_epoch(), runtime
         )
 
     def steps_per_epoch(self) -> int:
-        return batches_per_epoch(self.train_set, self.config.data.batch_size)
+        world = self.runtime.world_size
+        return batches_per_epoch(self.train_set, self.config.data.batch_size, world)
 
     def batches(self, epoch: int) -> Iterator[Any]:
         data, seed = self.config.data, self.config.run.seed
+        shard = (self.runtime.rank, self.runtime.world_size)
         train = loader(
-            self.train_set, data.batch_size, True, seed, epoch, data.augment, data.cutout
+            self.train_set, data.batch_size, True, seed, epoch, data.augment, data.cutout, shard
         )
         # The validation stream restarts as often as needed when it is the shorter split.
         val = cycle(
@@ -61,6 +70,7 @@ class SearchTask(Task):
                 epoch * 1000 + round_,
                 data.augment,
                 data.cutout,
+                shard,
             )
         )
         return zip(train, val)
@@ -76,12 +86,11 @@ class SearchTask(Task):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.network.eval()
-        loss_sum = correct = 0.0
-        for images, labels in loader(self.val_set, self.config.data.batch_size, False, 0, 0):
-            images, labels = images.to(self.runtime.device), labels.to(self.runtime.device)
-            logits = self.network(images)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-            correct += (logits.argmax(dim=1) == labels).sum().item()
+        shard = (self.runtime.rank, self.runtime.world_size)
+        sums = classifier_sums(
+            self.network, self.val_set, self.config.data.batch_size, self.runtime.device, shard
+        )
+        loss_sum, correct = self.runtime.sum(sums)
         return {"val_loss": loss_sum / len(self.val_set), "val_acc": correct / len(self.val_set)}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:

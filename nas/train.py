@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.config import TrainConfig
-from nas.data import ImageData, batches_per_epoch, check_batch_size, load_dataset, loader
+from nas.data import (
+    ImageData,
+    batches_per_epoch,
+    check_batch_size,
+    classifier_sums,
+    load_dataset,
+    loader,
+)
 from nas.drawing import genotype_picture
 from nas.errors import NasError
 from nas.genotype import Genotype
@@ -106,6 +112,7 @@ class TrainTask(Task):
             config, genotype, data.in_channels, data.num_classes, data.image_size, data
         )
         self.network = build_network(self.spec).to(runtime.device)
+        self.model = runtime.wrap(_WithAuxiliary(self.network))
         train = config.train
         self.optimizer = torch.optim.SGD(
             self.network.parameters(),
@@ -123,7 +130,8 @@ class TrainTask(Task):
         self._is_best = False
 
     def steps_per_epoch(self) -> int:
-        return batches_per_epoch(self.data.train, self.config.data.batch_size)
+        world = self.runtime.world_size
+        return batches_per_epoch(self.data.train, self.config.data.batch_size, world)
 
     def batches(self, epoch: int) -> Any:
         self.network.train()  # evaluate() left it in eval mode
@@ -131,12 +139,12 @@ class TrainTask(Task):
         data = self.config.data
         return loader(
             self.data.train, data.batch_size, True, self.config.run.seed, epoch, data.augment,
-            data.cutout,
+            data.cutout, (self.runtime.rank, self.runtime.world_size),
         )  # fmt: skip
 
     def step(self, batch: Any) -> StepResult:
         images, labels = (t.to(self.runtime.device) for t in batch)
-        logits, auxiliary_logits = self.network.forward_with_auxiliary(images)
+        logits, auxiliary_logits = self.model(images)
         loss = self.criterion(logits, labels)
         objective = loss
         if auxiliary_logits is not None:
@@ -153,13 +161,15 @@ class TrainTask(Task):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.network.eval()
-        loss_sum = correct = 0.0
+        # BN running statistics are per rank; every rank evaluates with rank 0's, which are the
+        # ones its checkpoint saves.
+        self.runtime.broadcast(list(self.network.buffers()))
         test = self.data.test
-        for images, labels in loader(test, self.config.data.batch_size, False, 0, 0):
-            images, labels = images.to(self.runtime.device), labels.to(self.runtime.device)
-            logits = self.network(images)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-            correct += (logits.argmax(dim=1) == labels).sum().item()
+        shard = (self.runtime.rank, self.runtime.world_size)
+        sums = classifier_sums(
+            self.network, test, self.config.data.batch_size, self.runtime.device, shard
+        )
+        loss_sum, correct = self.runtime.sum(sums)
         self._last_test_acc = correct / len(test)
         return {"test_loss": loss_sum / len(test), "test_acc": self._last_test_acc}
 
@@ -208,3 +218,16 @@ class TrainTask(Task):
         self.best_acc = state["best_acc"]
         self.best_epoch = state["best_epoch"]
         self._last_test_acc = state["test_acc"]
+
+
+class _WithAuxiliary(nn.Module):
+    """`forward` = the network's `forward_with_auxiliary`, so DDP (which wraps `forward`) sees
+    the training forward pass, auxiliary head included.
+    """
+
+    def __init__(self, network: GenotypeNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.network.forward_with_auxiliary(x)

@@ -4,25 +4,39 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from nas.errors import NasError
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where this process runs: its rank among `world_size` processes and its device."""
+    """Where this process runs: its rank among `world_size` processes and its device.
+
+    With one process every collective below is a no-op, so tasks and strategies call them
+    unconditionally; with several (started by torchrun) they are gloo (CPU) or nccl (CUDA)
+    collectives. Nothing outside nas/runtime/ imports torch.distributed.
+    """
 
     rank: int
     world_size: int
     device: torch.device
+    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
         """True on the process that writes the run directory, logs and checkpoints."""
         return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        """True when this process is one of several."""
+        return self.world_size > 1
 
     def peak_memory_mb(self) -> float:
         """Peak memory so far: CUDA max allocated on GPU, else the process's max RSS (MiB)."""
@@ -34,6 +48,61 @@ class Runtime:
         """Start a new peak-memory window (CUDA only; max RSS cannot be reset)."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+
+    def wrap(self, module: nn.Module, ignore: Sequence[str] = ()) -> nn.Module:
+        """`module` under DistributedDataParallel (itself with one process).
+
+        DDP averages the gradients of a `backward()` over the ranks. Parameters named in `ignore`
+        (for example the alphas, trained with `autograd.grad`, which bypasses DDP's hooks) are left
+        to the caller, who averages their gradients with `average`. Buffers are not broadcast: the
+        supernet keeps no BatchNorm running statistics, and a final network's are per rank.
+        Call `wrap` again after the module's parameters change (ASAP pruning).
+        """
+        if not self.is_distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        if ignore:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                module, list(ignore)
+            )
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
+
+    def average(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Replace each tensor by its mean over the ranks, in place (one flat all-reduce)."""
+        if not self.is_distributed or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for tensor in tensors:
+            tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
+            offset += tensor.numel()
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """The sums over the ranks of `values` (float64)."""
+        if not self.is_distributed:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self._collective_device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def broadcast(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Overwrite each tensor with rank 0's, in place."""
+        if self.is_distributed:
+            for tensor in tensors:
+                dist.broadcast(tensor.data, src=0)
+
+    @property
+    def _collective_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def shutdown(self) -> None:
+        """Leave the process group (no-op with one process)."""
+        if self.is_distributed and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,15 +121,31 @@ def resolve_device(name: str) -> torch.device:
 
 
 def init_runtime(device: str) -> Runtime:
-    """Set up this process. Raises NasError when started as one of several processes.
+    """Set up this process from the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK and the
+    rendezvous variables), or as the only process when WORLD_SIZE is unset or 1.
 
-    Multi-process (torchrun) support lands with the distributed runtime; until then a run under
-    WORLD_SIZE > 1 would train unsynchronised copies, so it is refused rather than run wrongly.
+    Several processes use nccl on CUDA (device cuda:LOCAL_RANK) and gloo on CPU.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:
-        raise NasError(
-            f"this process was started as one of {world_size} (WORLD_SIZE); multi-process "
-            "training is not supported yet. Run a single process."
-        )
-    return Runtime(rank=0, world_size=1, device=resolve_device(device))
+    if world_size <= 1:
+        return Runtime(rank=0, world_size=1, device=resolve_device(device))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise NasError(
+                f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
+                "start at most that many processes per node (--nproc-per-node)"
+            )
+        resolved = torch.device("cuda", local_rank)
+        torch.cuda.set_device(resolved)
+    backend = "nccl" if resolved.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, rank=rank, world_size=world_size)
+    return Runtime(rank=rank, world_size=world_size, device=resolved, local_rank=local_rank)
+
+
+def restarted() -> bool:
+    """True in a worker that torchrun restarted after a failure (it must resume, not restart)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0

@@ -138,6 +138,7 @@ class Engine:
                 )
                 self._maybe_fault(epoch * steps + index + 1)
             bar.close()
+            loss_sum, correct, count = self.runtime.sum([loss_sum, correct, count])
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1)}
             record["train_acc"] = correct / max(count, 1)
             evaluated = self.task.evaluate()

@@ -24,9 +24,10 @@ import torch
 from nas.config import StrategyConfig
 from nas.errors import NasError
 from nas.genotype import CELL_KINDS
+from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.strategies.base import STRATEGIES, Batch
-from nas.strategies.darts import Darts
+from nas.strategies.darts import ALPHA_NAMES, Darts
 from nas.supernet import SearchNetwork
 
 # theta_0 = THRESHOLD_SHARE / number of ops unless configured (UniNAS: 0.4 divided by the choices).
@@ -100,9 +101,14 @@ class Asap(Darts):
     """ASAP on the DARTS bilevel step (first or second order), with physical pruning."""
 
     def __init__(
-        self, network: SearchNetwork, config: StrategyConfig, epochs: int, steps_per_epoch: int
+        self,
+        network: SearchNetwork,
+        config: StrategyConfig,
+        epochs: int,
+        steps_per_epoch: int,
+        runtime: Runtime | None = None,
     ) -> None:
-        super().__init__(network, config, epochs, steps_per_epoch)
+        super().__init__(network, config, epochs, steps_per_epoch, runtime)
         self.schedule = AsapSchedule.from_config(
             config, len(network.space.ops), epochs, steps_per_epoch
         )
@@ -159,7 +165,11 @@ class Asap(Darts):
         return removed
 
     def _drop_pruned_parameters(self) -> None:
-        """Keep only the network's live weights in the weight optimiser (and its state)."""
+        """Keep only the network's live weights in the weight optimiser (and its state), and
+        rebuild the DDP wrapper around the smaller parameter set. Every rank prunes the same ops:
+        the decision is a function of the alphas, which are identical on every rank.
+        """
+        self.model = self.runtime.wrap(self.network, ignore=ALPHA_NAMES)
         live = {id(p) for p in self.network.weight_parameters()}
         for group in self.weight_optimizer.param_groups:
             group["params"] = [p for p in group["params"] if id(p) in live]

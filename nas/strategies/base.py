@@ -16,6 +16,7 @@ import torch
 from nas.config import StrategyConfig
 from nas.genotype import Genotype
 from nas.registry import Registry
+from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.supernet import SearchNetwork
 
@@ -25,20 +26,29 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class Strategy:
     """How the supernet is searched.
 
-    The search task builds the strategy once with the network (already on its device) and the
-    budget (`epochs` of `steps_per_epoch` steps), calls `step` once per training step, `end_epoch`
-    after each epoch, and `genotype` whenever it needs the current result; the search stops
-    early once `finished()` is true. `state_dict` must hold everything the strategy owns
-    (optimisers, schedules), so a resumed search continues exactly.
+    The search task builds the strategy once with the network (already on its device), the
+    runtime (its process group) and the budget (`epochs` of `steps_per_epoch` steps), calls
+    `step` once per training step, `end_epoch` after each epoch, and `genotype` whenever it
+    needs the current result; the search stops early once `finished()` is true. `state_dict`
+    must hold everything the strategy owns (optimisers, schedules), so a resumed search
+    continues exactly.
     """
 
     def __init__(
-        self, network: SearchNetwork, config: StrategyConfig, epochs: int, steps_per_epoch: int
+        self,
+        network: SearchNetwork,
+        config: StrategyConfig,
+        epochs: int,
+        steps_per_epoch: int,
+        runtime: Runtime | None = None,
     ) -> None:
         self.network = network
         self.config = config
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
+        # The process group: `runtime.wrap` / `runtime.average` synchronise the ranks (no-ops in
+        # one process). Every rank must end each step with identical weights and alphas.
+        self.runtime = runtime or Runtime(rank=0, world_size=1, device=torch.device("cpu"))
 
     def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
         """One search step; returns the training loss and accuracy counts of the weight step."""

@@ -7,7 +7,7 @@ differentiates through one virtual weight step (Eq. 6-8).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -16,10 +16,13 @@ from torch import nn
 from torch.func import functional_call
 
 from nas.config import StrategyConfig
+from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.strategies.base import STRATEGIES, Batch, Strategy
 from nas.supernet import SearchNetwork
 
+# The alphas' parameter names in SearchNetwork (left out of DDP, averaged by the strategy).
+ALPHA_NAMES = ("alpha_normal", "alpha_reduce")
 HVP_EPSILON = 0.01  # Eq. 8: epsilon = 0.01 / ||grad_w' L_val||, as in the paper
 
 
@@ -28,9 +31,18 @@ class Darts(Strategy):
     """DARTS with SGD (momentum, cosine schedule) on weights and Adam on alphas (Sec. 3.1.1)."""
 
     def __init__(
-        self, network: SearchNetwork, config: StrategyConfig, epochs: int, steps_per_epoch: int
+        self,
+        network: SearchNetwork,
+        config: StrategyConfig,
+        epochs: int,
+        steps_per_epoch: int,
+        runtime: Runtime | None = None,
     ) -> None:
-        super().__init__(network, config, epochs, steps_per_epoch)
+        super().__init__(network, config, epochs, steps_per_epoch, runtime)
+        # DDP averages the weight gradients; the alphas, trained with autograd.grad (which
+        # bypasses DDP's hooks), are averaged explicitly in alpha_step.
+        self.runtime.broadcast(network.arch_parameters())
+        self.model = self.runtime.wrap(network, ignore=ALPHA_NAMES)
         self.weight_optimizer = torch.optim.SGD(
             network.weight_parameters(),
             lr=config.weight_lr,
@@ -64,6 +76,7 @@ class Darts(Strategy):
             images, labels = val_batch
             loss = F.cross_entropy(self.network(images), labels)
             grads = torch.autograd.grad(loss, self.network.arch_parameters())
+            self.runtime.average(grads)
         else:
             grads = unrolled_alpha_grads(
                 self.network,
@@ -71,6 +84,7 @@ class Darts(Strategy):
                 val_batch,
                 self.weight_optimizer,
                 xi=self.weight_lr,
+                average=self.runtime.average,
             )
         with torch.no_grad():
             for buffer, saved in zip(self.network.buffers(), buffers):
@@ -85,9 +99,13 @@ class Darts(Strategy):
         images, labels = train_batch
         weights = self.network.weight_parameters()
         self.weight_optimizer.zero_grad(set_to_none=True)
-        logits = self.network(images)
+        logits = self.model(images)
         loss = F.cross_entropy(logits, labels)
-        loss.backward(inputs=weights)
+        # A plain backward (DDP's gradient hooks miss parameters under backward(inputs=...)); the
+        # alpha gradients it computes are dropped, alpha_step computes its own.
+        loss.backward()
+        for alpha in self.network.arch_parameters():
+            alpha.grad = None
         nn.utils.clip_grad_norm_(weights, self.config.grad_clip)
         self.weight_optimizer.step()
         correct = (logits.detach().argmax(dim=1) == labels).sum()
@@ -141,6 +159,7 @@ def unrolled_alpha_grads(
     val_batch: Batch,
     optimizer: torch.optim.SGD,
     xi: float,
+    average: Callable[[Sequence[torch.Tensor]], None] = lambda _: None,
 ) -> list[torch.Tensor]:
     """Second-order alpha gradient (Eq. 7 and 8).
 
@@ -150,6 +169,10 @@ def unrolled_alpha_grads(
     with w' the virtual step, w+- = w +- epsilon * grad_w' L_val(w', alpha) and
     epsilon = 0.01 / ||grad_w' L_val||. Every forward pass goes through `functional_call`, so the
     network's weights are never written. (BN running statistics are; the caller restores them.)
+
+    Under several processes, `average` (the mean over the ranks, in place) is applied to each
+    gradient that feeds a later computation, so every rank uses the global-batch virtual step,
+    the same w+- and returns the same alpha gradient.
     """
     weight_names, weights = zip(*network.named_weight_parameters())
     alphas = network.arch_parameters()
@@ -164,10 +187,12 @@ def unrolled_alpha_grads(
 
     train_loss = F.cross_entropy(network(train_images), train_labels)
     train_grads = torch.autograd.grad(train_loss, weights)
+    average(train_grads)
     with torch.no_grad():
         unrolled = [w.requires_grad_() for w in virtual_step(weights, train_grads, optimizer, xi)]
     val_loss = loss_at(unrolled, val_images, val_labels)
     grads = torch.autograd.grad(val_loss, [*alphas, *unrolled])
+    average(grads)
     alpha_grads, unrolled_grads = grads[: len(alphas)], grads[len(alphas) :]
 
     norm = torch.sqrt(sum((g * g).sum() for g in unrolled_grads))
@@ -177,7 +202,6 @@ def unrolled_alpha_grads(
         minus = [w - epsilon * g for w, g in zip(weights, unrolled_grads)]
     grads_plus = torch.autograd.grad(loss_at(plus, train_images, train_labels), alphas)
     grads_minus = torch.autograd.grad(loss_at(minus, train_images, train_labels), alphas)
-    return [
-        grad - xi * (gp - gm) / (2 * epsilon)
-        for grad, gp, gm in zip(alpha_grads, grads_plus, grads_minus)
-    ]
+    differences = [gp - gm for gp, gm in zip(grads_plus, grads_minus)]
+    average(differences)
+    return [grad - xi * d / (2 * epsilon) for grad, d in zip(alpha_grads, differences)]
