@@ -1,0 +1,132 @@
+"""Two processes (gloo, CPU): ranks stay identical, and 2 x batch B equals 1 x batch 2B."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from nas.config import StrategyConfig
+from nas.data import loader
+from nas.runtime.dist import Runtime
+from nas.strategies import STRATEGIES
+from tests.conftest import tiny_network
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _without_batchnorm(module: nn.Module) -> None:
+    """Replace every BatchNorm by Identity, so samples of a batch do not interact."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.Identity())
+        else:
+            _without_batchnorm(child)
+
+
+def _batches(steps: int, size: int) -> list:
+    generator = torch.Generator().manual_seed(123)
+    return [
+        tuple(
+            (torch.randn(size, 1, 8, 8, generator=generator),
+             torch.randint(0, 3, (size,), generator=generator))
+            for _ in range(2)
+        )
+        for _ in range(steps)
+    ]  # fmt: skip
+
+
+def _search(rank: int, world: int, name: str, order: int, batchnorm: bool, steps: int) -> dict:
+    """Run `steps` steps of strategy `name` on this rank's share of fixed global batches."""
+    torch.manual_seed(rank)  # different on each rank: the broadcast at start must fix it
+    net = tiny_network()
+    if not batchnorm:
+        _without_batchnorm(net)
+    runtime = Runtime(rank=rank, world_size=world, device=torch.device("cpu"))
+    strategy = STRATEGIES.get(name)(net, StrategyConfig(name=name, order=order), 2, 3, runtime)
+    # DDP broadcast rank 0's weights at wrap time; rank 0 seeded 0 like the 1-process run.
+    for train, val in _batches(steps, 8):
+        share = [(x[rank::world], y[rank::world]) for x, y in (train, val)]
+        strategy.step(*share)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _worker(rank: int, world: int, port: int, out: str, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.save(_search(rank, world, *args), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _two_processes(tmp_path, *args) -> list[dict]:
+    out = str(tmp_path / "state")
+    mp.spawn(_worker, args=(2, _free_port(), out, args), nprocs=2, join=True)
+    return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
+
+
+@pytest.mark.parametrize(
+    "name,order", [("darts", 1), ("darts", 2), ("asap", 1), ("asap", 2)]
+)  # fmt: skip
+def test_ranks_hold_bit_identical_alphas_and_weights(tmp_path, name: str, order: int) -> None:
+    rank0, rank1 = _two_processes(tmp_path, name, order, True, 5)
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    if name == "asap":  # pruning happened, identically on both ranks
+        assert (rank0["pruned_normal"] >= 0).any()
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_two_processes_match_one_process_of_the_same_global_batch(tmp_path, order: int) -> None:
+    # Without BatchNorm, batch statistics do not couple the ranks: 2 ranks x 4 images must train
+    # exactly like 1 process x 8 images, up to float summation order.
+    torch.manual_seed(0)
+    single = _search(0, 1, "darts", order, False, 5)
+    rank0, rank1 = _two_processes(tmp_path, "darts", order, False, 5)
+    for key, value in single.items():
+        assert torch.equal(rank0[key], rank1[key]), key
+        assert torch.allclose(rank0[key], value, rtol=1e-4, atol=1e-6), key
+    assert not torch.allclose(single["alpha_normal"], tiny_network().alpha_normal)  # it trained
+
+
+def test_shards_of_a_step_make_the_one_process_batch() -> None:
+    data = torch.utils.data.TensorDataset(torch.arange(103).float(), torch.zeros(103))
+    whole = [x for x, _ in loader(data, 8, True, seed=5, epoch=3)]
+    parts = [[x for x, _ in loader(data, 4, True, 5, 3, shard=(r, 2))] for r in range(2)]
+    assert len(parts[0]) == len(parts[1]) == 103 // 2 // 4
+    for step, batch in enumerate(whole[: len(parts[0])]):
+        together = torch.cat([parts[0][step], parts[1][step]])
+        assert sorted(together.tolist()) == sorted(batch.tolist())
+    evaluated = [x for r in range(2) for x, _ in loader(data, 8, False, 0, 0, shard=(r, 2))]
+    assert sorted(torch.cat(evaluated).tolist()) == list(range(103))
+
+
+def test_nproc_per_node_2_search_writes_one_run_directory(tmp_path) -> None:
+    run = tmp_path / "run"
+    args = ["search", "--nproc-per-node", "2", "--strategy", "darts", "--dataset", "digits",
+            "--space", "tiny", "--layers", "3", "--channels", "4", "--batch-size", "32",
+            "--epochs", "2", "--out", str(run)]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world_size: 2" in (run / "config.yaml").read_text()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]  # written once, by rank 0
+    assert result.stdout.count("genotype:") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert len(list((run / "tb").iterdir())) == 1  # one event file
