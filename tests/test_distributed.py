@@ -130,3 +130,39 @@ def test_nproc_per_node_2_search_writes_one_run_directory(tmp_path) -> None:
     assert result.stdout.count("genotype:") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert len(list((run / "tb").iterdir())) == 1  # one event file
+
+
+RESTART_ARGS = ["search", "--nproc-per-node", "2", "--dataset", "digits", "--space", "tiny",
+                "--layers", "3", "--channels", "4", "--batch-size", "32", "--epochs", "3",
+                "--seed", "7"]  # fmt: skip
+
+
+def _nas(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _final_state(run) -> dict:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]["network"]
+
+
+def test_a_killed_worker_is_restarted_and_resumes_to_the_same_end(tmp_path) -> None:
+    whole, faulty = tmp_path / "whole", tmp_path / "faulty"
+    assert _nas(*RESTART_ARGS, "--out", str(whole)).returncode == 0
+    # 11 steps per epoch per rank: rank 1 dies (SIGKILL) at step 15, in epoch 2.
+    fault = {"NASFORGE_FAULT_STEP": "15", "NASFORGE_FAULT_RANK": "1"}
+    result = _nas(*RESTART_ARGS, "--max-restarts", "1", "--out", str(faulty), env=fault)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exitcode: -9" in result.stderr and "epochs 2..3" in result.stderr  # it resumed
+    assert (whole / "genotype.json").read_text() == (faulty / "genotype.json").read_text()
+    a, b = _final_state(whole), _final_state(faulty)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_a_rank_that_raises_stops_every_rank_with_the_error(tmp_path) -> None:
+    fault = {"NASFORGE_FAULT_STEP": "5", "NASFORGE_FAULT_RANK": "1", "NASFORGE_FAULT_KIND": "raise"}
+    result = _nas(*RESTART_ARGS, "--out", str(tmp_path / "run"), env=fault)  # timeout: 600 s
+    assert result.returncode != 0
+    assert "injected fault at step 5" in result.stderr

@@ -18,10 +18,14 @@ import torch
 from nas.errors import NasError
 from nas.logging import RunLogger
 from nas.runtime.checkpoint import load_checkpoint, save_checkpoint
-from nas.runtime.dist import Runtime
+from nas.runtime.dist import Runtime, restarted
 
-# Test hook: the process kills itself (SIGKILL, no cleanup) after this many steps of the run.
+# Test hooks: the process kills itself (SIGKILL, no cleanup) after this many steps of the run,
+# only on rank NASFORGE_FAULT_RANK if set, and never in a worker torchrun restarted. With
+# NASFORGE_FAULT_KIND=raise it raises an exception instead (a crashing rank).
 FAULT_ENV = "NASFORGE_FAULT_STEP"
+FAULT_RANK_ENV = "NASFORGE_FAULT_RANK"
+FAULT_KIND_ENV = "NASFORGE_FAULT_KIND"
 
 
 @dataclass
@@ -97,7 +101,9 @@ class Engine:
         self.checkpoint_path = run_dir / "checkpoints" / "last.pt"
         self.epochs = epochs
         fault = os.environ.get(FAULT_ENV)
-        self._fault_step = int(fault) if fault else None
+        fault_rank = os.environ.get(FAULT_RANK_ENV)
+        armed = not restarted() and (fault_rank is None or int(fault_rank) == runtime.rank)
+        self._fault_step = int(fault) if fault and armed else None
 
     def resume(self) -> int:
         """Load the last checkpoint; return the number of epochs it completed."""
@@ -174,4 +180,6 @@ class Engine:
 
     def _maybe_fault(self, global_step: int) -> None:
         if self._fault_step is not None and global_step == self._fault_step:
+            if os.environ.get(FAULT_KIND_ENV) == "raise":
+                raise RuntimeError(f"injected fault at step {global_step} ({FAULT_KIND_ENV})")
             os.kill(os.getpid(), signal.SIGKILL)
