@@ -240,7 +240,7 @@ def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:
     from nas.runtime import init_runtime
     from nas.runtime.checkpoint import seed_everything
 
-    runtime = init_runtime(config.run.device)
+    runtime = init_runtime(config.run.device, config.run.sync_batchnorm)
     seed_everything(config.run.seed)
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

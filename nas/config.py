@@ -93,6 +93,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     out: str | None = None
+    # Several CUDA processes: BatchNorm normalises with the statistics of the global batch
+    # (SyncBatchNorm) instead of each process's own; see docs/distributed.md.
+    sync_batchnorm: bool = False
 
 
 class _Sections:
@@ -289,6 +292,10 @@ def validate(config: Config | TrainConfig) -> None:
         (0 < config.data.train_portion < 1, "data.train_portion must be between 0 and 1"),
         (config.data.cutout >= 0, "data.cutout must be 0 (off) or a positive side length"),
         (config.run.epochs >= 1, "run.epochs must be at least 1"),
+        (
+            not (config.run.sync_batchnorm and config.run.device == "cpu"),
+            "run.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)",
+        ),
         (config.data.synthetic_samples >= 4, "data.synthetic_samples must be at least 4"),
         (config.data.synthetic_classes >= 2, "data.synthetic_classes must be at least 2"),
     ]

@@ -45,6 +45,7 @@ class SearchTask(Task):
             config.model.channels,
             config.model.layers,
         ).to(runtime.device)
+        runtime.prepare(self.network)  # SyncBatchNorm in place, if asked for
         strategy_class = STRATEGIES.get(config.strategy.name)
         self.strategy = strategy_class(
             self.network, config.strategy, config.run.epochs, self.steps_per_epoch(), runtime

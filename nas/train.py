@@ -111,7 +111,7 @@ class TrainTask(Task):
         self.spec = model_spec(
             config, genotype, data.in_channels, data.num_classes, data.image_size, data
         )
-        self.network = build_network(self.spec).to(runtime.device)
+        self.network = runtime.prepare(build_network(self.spec).to(runtime.device))
         self.model = runtime.wrap(_WithAuxiliary(self.network))
         train = config.train
         self.optimizer = torch.optim.SGD(

@@ -6,6 +6,7 @@ import os
 import resource
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,7 @@ class Runtime:
     world_size: int
     device: torch.device
     local_rank: int = 0
+    sync_batchnorm: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -48,6 +50,14 @@ class Runtime:
         """Start a new peak-memory window (CUDA only; max RSS cannot be reset)."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """Convert `module`'s BatchNorm layers to SyncBatchNorm when `sync_batchnorm` is set and
+        there are several processes. Call it before building optimisers: it replaces modules.
+        """
+        if self.sync_batchnorm and self.is_distributed:
+            return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return module
 
     def wrap(self, module: nn.Module, ignore: Sequence[str] = ()) -> nn.Module:
         """`module` under DistributedDataParallel (itself with one process).
@@ -120,18 +130,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def init_runtime(device: str) -> Runtime:
+def init_runtime(device: str, sync_batchnorm: bool = False) -> Runtime:
     """Set up this process from the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK and the
     rendezvous variables), or as the only process when WORLD_SIZE is unset or 1.
 
     Several processes use nccl on CUDA (device cuda:LOCAL_RANK) and gloo on CPU.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    resolved = resolve_device(device)
+    if sync_batchnorm and resolved.type != "cuda":
+        raise NasError(
+            "run.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation); "
+            "drop it, or run on GPUs"
+        )
     if world_size <= 1:
-        return Runtime(rank=0, world_size=1, device=resolve_device(device))
+        return Runtime(rank=0, world_size=1, device=resolved)
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    resolved = resolve_device(device)
     if resolved.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise NasError(
@@ -142,8 +157,35 @@ def init_runtime(device: str) -> Runtime:
         torch.cuda.set_device(resolved)
     backend = "nccl" if resolved.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world_size)
-    return Runtime(rank=rank, world_size=world_size, device=resolved, local_rank=local_rank)
+        dist.init_process_group(backend, store=_store(rank, world_size), rank=rank,
+                                world_size=world_size)  # fmt: skip
+    return Runtime(rank, world_size, resolved, local_rank, sync_batchnorm)
+
+
+def _store(rank: int, world_size: int) -> dist.Store:
+    """The rendezvous store of the environment (MASTER_ADDR/MASTER_PORT, torchrun's agent store
+    when it offers one), with keys prefixed by the restart attempt.
+
+    Without the prefix, workers that torchrun restarted could read the addresses the previous
+    attempt's workers published under the same keys, and fail to connect (seen with gloo on
+    torch 2.13: "connectFullMesh failed ... Connection refused").
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    try:
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            world_size,
+            is_master=rank == 0 and not agent_store,
+            timeout=timedelta(minutes=10),
+        )
+    except KeyError as err:
+        raise NasError(
+            f"WORLD_SIZE is {world_size} but {err.args[0]} is not set; start the processes with "
+            "torchrun or nas ... --nproc-per-node N"
+        ) from None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"nasforge/attempt_{attempt}", store)
 
 
 def restarted() -> bool:
