@@ -236,11 +236,13 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
 
 def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:
     """Runtime, seeds and (new runs) config.yaml."""
-    from nas.rundir import write_config
+    from nas.rundir import check_world_size, write_config
     from nas.runtime import init_runtime
     from nas.runtime.checkpoint import seed_everything
 
     runtime = init_runtime(config.run.device, config.run.sync_batchnorm)
+    if args.resume:
+        check_world_size(run_dir, runtime.world_size)
     seed_everything(config.run.seed)
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -138,3 +138,18 @@ def write_config(config: Any, run_dir: Path, world_size: int) -> None:
         "command": " ".join(["nas", *sys.argv[1:]]),
     }
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
+
+
+def check_world_size(run_dir: Path, world_size: int) -> None:
+    """Refuse to resume a run on another number of processes than it was trained on: the global
+    batch and the data order depend on it, so the result would not be the run's. Raises NasError.
+    """
+    from nas.config import load_yaml
+
+    saved = (load_yaml(run_dir / "config.yaml") or {}).get("meta", {}).get("world_size", 1)
+    if saved != world_size:
+        how = f"--nproc-per-node {saved}" if saved > 1 else "one process"
+        raise NasError(
+            f"{run_dir} was trained on {saved} process(es), this resume runs {world_size}; "
+            f"resume it with {how} (the global batch and data order depend on it)"
+        )

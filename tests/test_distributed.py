@@ -130,6 +130,13 @@ def test_nproc_per_node_2_search_writes_one_run_directory(tmp_path) -> None:
     assert result.stdout.count("genotype:") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert len(list((run / "tb").iterdir())) == 1  # one event file
+    # Resuming on another number of processes would change the global batch: refused.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "nas", "search", "--out", str(run), "--resume"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 2
+    assert "resume it with --nproc-per-node 2" in resumed.stderr
 
 
 RESTART_ARGS = ["search", "--nproc-per-node", "2", "--dataset", "digits", "--space", "tiny",
