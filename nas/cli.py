@@ -169,6 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/export)")
     export.set_defaults(handler=_export)
+
+    bench = commands.add_parser("bench", help="benchmarks (supernet step)")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="WHAT")
+    supernet = benches.add_parser(
+        "supernet",
+        help="time one search iteration (alpha step + weight step)",
+        description="Time one full DARTS search iteration (alpha step + weight step) of the "
+        "supernet on synthetic 3-channel images after warm-up: ms per iteration, images/s "
+        "(train + val images) and peak memory.",
+    )
+    supernet.add_argument("--size", type=int, default=16, help="image side (default: 16)")
+    supernet.add_argument("--channels", type=int, default=8, help="initial channels C (8)")
+    supernet.add_argument("--layers", type=int, default=5, help="cells (default: 5)")
+    supernet.add_argument("--batch", type=int, default=32, help="images per split (32)")
+    supernet.add_argument("--order", type=int, default=1, choices=[1, 2], help="1 or 2")
+    supernet.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    supernet.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    supernet.add_argument("--iterations", type=int, default=10, help="timed iterations (10)")
+    supernet.add_argument("--warmup", type=int, default=2, help="untimed iterations first (2)")
+    supernet.add_argument("--json", action="store_true", help="one JSON line")
+    supernet.set_defaults(handler=_bench_supernet)
     return parser
 
 
@@ -402,6 +423,27 @@ def _summary(args: argparse.Namespace) -> int:
         f"multiply-adds: {summary['mult_adds']:,} ({summary['mult_adds'] / 1e6:.1f}M; conv and "
         "linear layers, one image)"
     )
+    return 0
+
+
+def _bench_supernet(args: argparse.Namespace) -> int:
+    from nas.bench import bench_supernet
+
+    result = bench_supernet(
+        size=args.size, channels=args.channels, layers=args.layers, batch=args.batch,
+        order=args.order, device=args.device, amp=args.amp, iterations=args.iterations,
+        warmup=args.warmup,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        amp = ", bf16 autocast" if args.amp else ""
+        print(
+            f"supernet {args.size}x{args.size}, C={args.channels}, {args.layers} cells, batch "
+            f"{args.batch}, order {args.order}, {result.device}{amp}: "
+            f"{result.ms_per_iter:.1f} ms/iter, {result.images_per_s:.1f} images/s, "
+            f"peak memory {result.peak_mem_mb:.0f} MiB"
+        )
     return 0
 
 

@@ -1,0 +1,120 @@
+"""`nas bench supernet`: the time of one full search iteration (alpha step + weight step).
+
+The supernet, the DARTS strategy and the data are built as a search builds them, with synthetic
+images (3 channels, 10 classes) held in memory, so the number measures the supernet step alone:
+no data loading, evaluation or logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from nas.config import StrategyConfig
+from nas.errors import NasError
+from nas.runtime.dist import Runtime, resolve_device
+from nas.spaces import get_space
+from nas.strategies import STRATEGIES
+from nas.supernet import SearchNetwork
+
+
+@dataclass
+class SupernetBenchmark:
+    """What `nas bench supernet` measured."""
+
+    size: int
+    channels: int
+    layers: int
+    batch: int
+    order: int
+    device: str
+    amp: bool
+    iterations: int
+    ms_per_iter: float
+    images_per_s: float
+    peak_mem_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bench_supernet(
+    size: int = 16,
+    channels: int = 8,
+    layers: int = 5,
+    batch: int = 32,
+    order: int = 1,
+    device: str = "auto",
+    amp: bool = False,
+    iterations: int = 10,
+    warmup: int = 2,
+    space: str = "darts",
+) -> SupernetBenchmark:
+    """Time `iterations` search iterations after `warmup` untimed ones.
+
+    An iteration is one DARTS step: the alpha step on a validation batch and the weight step on a
+    training batch, `batch` images each, so images/s counts 2 x batch images per iteration. Peak
+    memory is CUDA's max allocated on a GPU, else the process's max RSS (a high-water mark that
+    includes everything the process did before). `amp` runs the step under bfloat16 autocast.
+    """
+    checks = [
+        (size >= 4, "--size must be at least 4"),
+        (channels >= 1, "--channels must be at least 1"),
+        (batch >= 2, "--batch must be at least 2 (BatchNorm needs it)"),
+        (order in (1, 2), "--order must be 1 or 2"),
+        (iterations >= 1, "--iterations must be at least 1"),
+        (warmup >= 0, "--warmup must be 0 or more"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise NasError(message)
+    torch_device = resolve_device(device)
+    runtime = Runtime(rank=0, world_size=1, device=torch_device)
+    torch.manual_seed(0)
+    network = SearchNetwork(get_space(space), 3, 10, channels, layers).to(torch_device)
+    strategy = STRATEGIES.get("darts")(
+        network, StrategyConfig(order=order), epochs=1, steps_per_epoch=iterations + warmup,
+        runtime=runtime,
+    )  # fmt: skip
+
+    def data() -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.randn(batch, 3, size, size, device=torch_device)
+        return images, torch.randint(0, 10, (batch,), device=torch_device)
+
+    train, val = data(), data()
+    autocast = (
+        torch.autocast(torch_device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    )
+    with autocast:
+        for _ in range(warmup):
+            strategy.step(train, val)
+        _synchronize(torch_device)
+        runtime.reset_peak_memory()
+        started = time.perf_counter()
+        for _ in range(iterations):
+            result = strategy.step(train, val)
+        result.loss.item()  # waits for the device
+        _synchronize(torch_device)
+        seconds = time.perf_counter() - started
+    return SupernetBenchmark(
+        size=size,
+        channels=channels,
+        layers=layers,
+        batch=batch,
+        order=order,
+        device=str(torch_device),
+        amp=amp,
+        iterations=iterations,
+        ms_per_iter=1000 * seconds / iterations,
+        images_per_s=2 * batch * iterations / seconds,
+        peak_mem_mb=runtime.peak_memory_mb(),
+    )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
