@@ -33,6 +33,7 @@ class SupernetBenchmark:
     order: int
     device: str
     amp: bool
+    path: str
     iterations: int
     ms_per_iter: float
     images_per_s: float
@@ -53,6 +54,7 @@ def bench_supernet(
     iterations: int = 10,
     warmup: int = 2,
     space: str = "darts",
+    path: str = "reference",
 ) -> SupernetBenchmark:
     """Time `iterations` search iterations after `warmup` untimed ones.
 
@@ -68,6 +70,7 @@ def bench_supernet(
         (order in (1, 2), "--order must be 1 or 2"),
         (iterations >= 1, "--iterations must be at least 1"),
         (warmup >= 0, "--warmup must be 0 or more"),
+        (path in ("reference", "fast"), "--path must be reference or fast"),
     ]
     for ok, message in checks:
         if not ok:
@@ -76,6 +79,7 @@ def bench_supernet(
     runtime = Runtime(rank=0, world_size=1, device=torch_device)
     torch.manual_seed(0)
     network = SearchNetwork(get_space(space), 3, 10, channels, layers).to(torch_device)
+    network.use_fast_path(path == "fast")
     strategy = STRATEGIES.get("darts")(
         network, StrategyConfig(order=order), epochs=1, steps_per_epoch=iterations + warmup,
         runtime=runtime,
@@ -108,6 +112,7 @@ def bench_supernet(
         order=order,
         device=str(torch_device),
         amp=amp,
+        path=path,
         iterations=iterations,
         ms_per_iter=1000 * seconds / iterations,
         images_per_s=2 * batch * iterations / seconds,

@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     supernet.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     supernet.add_argument("--iterations", type=int, default=10, help="timed iterations (10)")
     supernet.add_argument("--warmup", type=int, default=2, help="untimed iterations first (2)")
+    supernet.add_argument(
+        "--path", choices=["reference", "fast"], default="reference",
+        help="supernet forward: per-edge reference or fast (default: reference)",
+    )  # fmt: skip
     supernet.add_argument("--json", action="store_true", help="one JSON line")
     supernet.set_defaults(handler=_bench_supernet)
     return parser
@@ -432,7 +436,7 @@ def _bench_supernet(args: argparse.Namespace) -> int:
     result = bench_supernet(
         size=args.size, channels=args.channels, layers=args.layers, batch=args.batch,
         order=args.order, device=args.device, amp=args.amp, iterations=args.iterations,
-        warmup=args.warmup,
+        warmup=args.warmup, path=args.path,
     )  # fmt: skip
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -440,7 +444,7 @@ def _bench_supernet(args: argparse.Namespace) -> int:
         amp = ", bf16 autocast" if args.amp else ""
         print(
             f"supernet {args.size}x{args.size}, C={args.channels}, {args.layers} cells, batch "
-            f"{args.batch}, order {args.order}, {result.device}{amp}: "
+            f"{args.batch}, order {args.order}, {result.device}{amp}, {args.path} path: "
             f"{result.ms_per_iter:.1f} ms/iter, {result.images_per_s:.1f} images/s, "
             f"peak memory {result.peak_mem_mb:.0f} MiB"
         )

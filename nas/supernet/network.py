@@ -72,6 +72,14 @@ class SearchNetwork(nn.Module):
         self.temperature = 1.0
         _use_batch_statistics(self)
 
+    def use_fast_path(self, fast: bool = True) -> SearchNetwork:
+        """Compute cells with the fast path (True) or the per-edge reference path (False); both
+        give the same result up to float summation order. Returns self.
+        """
+        for cell in self.cells:
+            cell.fast = fast
+        return self
+
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture parameters: [alpha_normal, alpha_reduce]."""
         return [self.alpha_normal, self.alpha_reduce]
