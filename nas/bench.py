@@ -34,6 +34,7 @@ class SupernetBenchmark:
     device: str
     amp: bool
     path: str
+    channels_last: bool
     iterations: int
     ms_per_iter: float
     images_per_s: float
@@ -55,13 +56,15 @@ def bench_supernet(
     warmup: int = 2,
     space: str = "darts",
     path: str = "reference",
+    channels_last: bool = False,
 ) -> SupernetBenchmark:
     """Time `iterations` search iterations after `warmup` untimed ones.
 
     An iteration is one DARTS step: the alpha step on a validation batch and the weight step on a
     training batch, `batch` images each, so images/s counts 2 x batch images per iteration. Peak
     memory is CUDA's max allocated on a GPU, else the process's max RSS (a high-water mark that
-    includes everything the process did before). `amp` runs the step under bfloat16 autocast.
+    includes everything the process did before). `amp` runs the step under bfloat16 autocast;
+    `channels_last` stores weights and images in the NHWC memory format.
     """
     checks = [
         (size >= 4, "--size must be at least 4"),
@@ -80,6 +83,8 @@ def bench_supernet(
     torch.manual_seed(0)
     network = SearchNetwork(get_space(space), 3, 10, channels, layers).to(torch_device)
     network.use_fast_path(path == "fast")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    network = network.to(memory_format=memory_format)
     strategy = STRATEGIES.get("darts")(
         network, StrategyConfig(order=order), epochs=1, steps_per_epoch=iterations + warmup,
         runtime=runtime,
@@ -87,6 +92,7 @@ def bench_supernet(
 
     def data() -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.randn(batch, 3, size, size, device=torch_device)
+        images = images.contiguous(memory_format=memory_format)
         return images, torch.randint(0, 10, (batch,), device=torch_device)
 
     train, val = data(), data()
@@ -113,6 +119,7 @@ def bench_supernet(
         device=str(torch_device),
         amp=amp,
         path=path,
+        channels_last=channels_last,
         iterations=iterations,
         ms_per_iter=1000 * seconds / iterations,
         images_per_s=2 * batch * iterations / seconds,

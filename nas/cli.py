@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--path", choices=["reference", "fast"], default="reference",
         help="supernet forward: per-edge reference or fast (default: reference)",
     )  # fmt: skip
+    supernet.add_argument(
+        "--channels-last", action="store_true", help="NHWC memory format for weights and images"
+    )
     supernet.add_argument("--json", action="store_true", help="one JSON line")
     supernet.set_defaults(handler=_bench_supernet)
     return parser
@@ -436,12 +439,14 @@ def _bench_supernet(args: argparse.Namespace) -> int:
     result = bench_supernet(
         size=args.size, channels=args.channels, layers=args.layers, batch=args.batch,
         order=args.order, device=args.device, amp=args.amp, iterations=args.iterations,
-        warmup=args.warmup, path=args.path,
+        warmup=args.warmup, path=args.path, channels_last=args.channels_last,
     )  # fmt: skip
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        amp = ", bf16 autocast" if args.amp else ""
+        amp = (", bf16 autocast" if args.amp else "") + (
+            ", channels-last" if args.channels_last else ""
+        )
         print(
             f"supernet {args.size}x{args.size}, C={args.channels}, {args.layers} cells, batch "
             f"{args.batch}, order {args.order}, {result.device}{amp}, {args.path} path: "

@@ -21,10 +21,11 @@ def test_bench_supernet_prints_one_json_line(capsys) -> None:
 def test_bench_supernet_second_order_and_amp_run(capsys) -> None:
     args = ["bench", "supernet", "--size", "8", "--channels", "2", "--layers", "3",
             "--batch", "4", "--iterations", "1", "--warmup", "0", "--order", "2", "--amp",
-            "--device", "cpu"]  # fmt: skip
+            "--device", "cpu", "--path", "fast", "--channels-last"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "order 2" in out and "bf16 autocast" in out and "images/s" in out
+    assert "channels-last" in out and "fast path" in out
 
 
 def test_bench_supernet_rejects_a_batch_of_one(capsys) -> None:
