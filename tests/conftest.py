@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,3 +28,21 @@ def tiny_network(space: str = "tiny", in_channels: int = 1, classes: int = 3) ->
 def batch(size: int = 8, channels: int = 1, image: int = 8, classes: int = 3) -> tuple:
     """A random (images, labels) batch."""
     return torch.randn(size, channels, image, image), torch.randint(0, classes, (size,))
+
+
+# Metrics that measure the machine, not the run: left out when runs are compared.
+TIMING = {"epoch_seconds", "peak_mem_mb"}
+
+
+def run_nas(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m nas ARGS` in a subprocess (no stdin), output captured, 10 minutes at most."""
+    return subprocess.run(
+        [sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})}, cwd=cwd, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def jsonl_rows(run: Path, name: str = "metrics.jsonl") -> list[dict]:
+    """The rows of a run's jsonl file, without the TIMING fields."""
+    rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]

@@ -1,12 +1,8 @@
 """ASAP: the schedule math, physical pruning, renormalisation, derivation and exact resume."""
 
 import copy
-import json
 import math
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +11,7 @@ from nas.config import Config, StrategyConfig, validate
 from nas.errors import NasError
 from nas.runtime.engine import FAULT_ENV
 from nas.strategies.asap import Asap, AsapSchedule
-from tests.conftest import batch, tiny_network
+from tests.conftest import batch, jsonl_rows, run_nas, tiny_network
 
 
 def _config(**overrides) -> StrategyConfig:
@@ -219,27 +215,14 @@ def test_state_round_trip_after_pruning_resumes_exactly() -> None:
 
 ARGS = ["search", "--strategy", "asap", "--dataset", "digits", "--space", "tiny", "--layers", "3",
         "--channels", "4", "--batch-size", "32", "--epochs", "3", "--seed", "3"]  # fmt: skip
-TIMING = {"epoch_seconds", "peak_mem_mb"}
-
-
-def _nas(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nas", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-
-
-def _rows(run, name: str) -> list[dict]:
-    rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
 @pytest.mark.slow
 def test_killed_after_pruning_and_resumed_matches_uninterrupted(tmp_path) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = _nas(*ARGS, "--out", str(whole))
+    done = run_nas(*ARGS, "--out", str(whole))
     assert done.returncode == 0, done.stderr
-    rows = _rows(whole, "metrics.jsonl")
+    rows = jsonl_rows(whole, "metrics.jsonl")
     # Pruning is under way at the epoch-2 checkpoint and done (one op per edge) at the end.
     assert rows[0]["ops_remaining"] > rows[1]["ops_remaining"] > rows[2]["ops_remaining"] == 10
     assert rows[2]["temperature"] == pytest.approx(0.03)
@@ -248,14 +231,14 @@ def test_killed_after_pruning_and_resumed_matches_uninterrupted(tmp_path) -> Non
     assert "T=" in done.stderr and "ops=" in done.stderr  # the progress bar shows T and ops
 
     # 22 steps per epoch: step 50 is in epoch 3, after the (pruned) epoch-2 checkpoint.
-    crashed = _nas(*ARGS, "--out", str(killed), env={FAULT_ENV: "50"})
+    crashed = run_nas(*ARGS, "--out", str(killed), env={FAULT_ENV: "50"})
     assert crashed.returncode == -signal.SIGKILL
-    assert len(_rows(killed, "metrics.jsonl")) == 2
-    resumed = _nas("search", "--out", str(killed), "--resume")
+    assert len(jsonl_rows(killed, "metrics.jsonl")) == 2
+    resumed = run_nas("search", "--out", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
 
     assert (whole / "genotype.json").read_text() == (killed / "genotype.json").read_text()
-    assert _rows(whole, "metrics.jsonl") == _rows(killed, "metrics.jsonl")
+    assert jsonl_rows(whole, "metrics.jsonl") == jsonl_rows(killed, "metrics.jsonl")
     states = [
         torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]["network"]
         for run in (whole, killed)

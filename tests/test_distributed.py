@@ -16,7 +16,7 @@ from nas.config import StrategyConfig
 from nas.data import loader
 from nas.runtime.dist import Runtime
 from nas.strategies import STRATEGIES
-from tests.conftest import tiny_network
+from tests.conftest import run_nas, tiny_network
 
 pytestmark = pytest.mark.slow
 
@@ -144,23 +144,16 @@ RESTART_ARGS = ["search", "--nproc-per-node", "2", "--dataset", "digits", "--spa
                 "--seed", "7"]  # fmt: skip
 
 
-def _nas(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600,
-        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
 def _final_state(run) -> dict:
     return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]["network"]
 
 
 def test_a_killed_worker_is_restarted_and_resumes_to_the_same_end(tmp_path) -> None:
     whole, faulty = tmp_path / "whole", tmp_path / "faulty"
-    assert _nas(*RESTART_ARGS, "--out", str(whole)).returncode == 0
+    assert run_nas(*RESTART_ARGS, "--out", str(whole)).returncode == 0
     # 11 steps per epoch per rank: rank 1 dies (SIGKILL) at step 15, in epoch 2.
     fault = {"NASFORGE_FAULT_STEP": "15", "NASFORGE_FAULT_RANK": "1"}
-    result = _nas(*RESTART_ARGS, "--max-restarts", "1", "--out", str(faulty), env=fault)
+    result = run_nas(*RESTART_ARGS, "--max-restarts", "1", "--out", str(faulty), env=fault)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "exitcode: -9" in result.stderr and "epochs 2..3" in result.stderr  # it resumed
     assert (whole / "genotype.json").read_text() == (faulty / "genotype.json").read_text()
@@ -170,6 +163,6 @@ def test_a_killed_worker_is_restarted_and_resumes_to_the_same_end(tmp_path) -> N
 
 def test_a_rank_that_raises_stops_every_rank_with_the_error(tmp_path) -> None:
     fault = {"NASFORGE_FAULT_STEP": "5", "NASFORGE_FAULT_RANK": "1", "NASFORGE_FAULT_KIND": "raise"}
-    result = _nas(*RESTART_ARGS, "--out", str(tmp_path / "run"), env=fault)  # timeout: 600 s
+    result = run_nas(*RESTART_ARGS, "--out", str(tmp_path / "run"), env=fault)  # timeout: 600 s
     assert result.returncode != 0
     assert "injected fault at step 5" in result.stderr

@@ -1,10 +1,7 @@
 """`nas train`, `nas show` and `nas export` end to end: run directory, resume, checks, exports."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,22 +13,10 @@ from nas.published import PUBLISHED_GENOTYPES
 from nas.runtime.engine import FAULT_ENV
 from nas.spaces import get_space
 from nas.supernet import SearchNetwork
+from tests.conftest import jsonl_rows, run_nas
 
 SMALL = ["--dataset", "digits", "--layers", "3", "--channels", "4", "--batch-size", "64",
          "--cutout", "3", "--set", "data.augment=false"]  # fmt: skip
-TIMING = {"epoch_seconds", "peak_mem_mb"}
-
-
-def _nas(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nas", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, cwd=cwd,
-    )  # fmt: skip
-
-
-def _rows(run) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
 def _searched_genotype(tmp_path):
@@ -50,7 +35,7 @@ def test_train_a_searched_genotype_on_digits(tmp_path, capsys) -> None:
     code = main(["train", "--genotype", str(genotype_file), *SMALL, "--epochs", "2",
                  "--out", str(run)])  # fmt: skip
     assert code == 0
-    rows = _rows(run)
+    rows = jsonl_rows(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop_path"):
         assert isinstance(rows[-1][key], float), key
@@ -80,14 +65,14 @@ def test_train_a_searched_genotype_on_digits(tmp_path, capsys) -> None:
 def test_killed_and_resumed_training_matches_uninterrupted(tmp_path) -> None:
     args = ["train", "--genotype", "DARTS_V2", *SMALL, "--epochs", "3", "--seed", "5"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert _nas(*args, "--out", str(whole)).returncode == 0
+    assert run_nas(*args, "--out", str(whole)).returncode == 0
     # 22 steps per epoch: step 30 is inside epoch 2, after epoch 1's checkpoint.
-    crashed = _nas(*args, "--out", str(killed), env={FAULT_ENV: "30"})
+    crashed = run_nas(*args, "--out", str(killed), env={FAULT_ENV: "30"})
     assert crashed.returncode == -signal.SIGKILL
-    assert len(_rows(killed)) == 1
-    resumed = _nas("train", "--out", str(killed), "--resume")
+    assert len(jsonl_rows(killed)) == 1
+    resumed = run_nas("train", "--out", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert _rows(whole) == _rows(killed)
+    assert jsonl_rows(whole) == jsonl_rows(killed)
     for name in ("last.pt", "best.pt"):
         states = [
             torch.load(run / "checkpoints" / name, weights_only=True) for run in (whole, killed)
@@ -103,7 +88,7 @@ def test_resume_refuses_a_checkpoint_of_another_genotype(tmp_path) -> None:
         main(["train", "--genotype", "DARTS_V2", *SMALL, "--epochs", "1", "--out", str(run)]) == 0
     )
     PUBLISHED_GENOTYPES["DARTS_V1"].save(run / "genotype.json")  # the run's genotype is edited
-    result = _nas("train", "--out", str(run), "--resume")
+    result = run_nas("train", "--out", str(run), "--resume")
     assert result.returncode == 2
     assert "holds weights for another genotype" in result.stderr
     assert "Traceback" not in result.stderr
@@ -135,13 +120,13 @@ def test_check_spec_names_the_mismatch() -> None:
     ],
 )
 def test_user_errors_are_one_line(tmp_path, args: list[str], message: str) -> None:
-    result = _nas("train", *args, "--out", str(tmp_path / "x"))
+    result = run_nas("train", *args, "--out", str(tmp_path / "x"))
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_summary_json_without_training(tmp_path) -> None:
-    result = _nas(
+    result = run_nas(
         "train", "--genotype", "DARTS_V2", "--network", "imagenet", "--summary", "--json",
         cwd=tmp_path,
     )  # fmt: skip
@@ -149,14 +134,16 @@ def test_summary_json_without_training(tmp_path) -> None:
     summary = json.loads(result.stdout)
     assert summary["params"] == 4_718_752 and summary["image_size"] == 224
     assert summary["params_auxiliary"] > 0 and summary["mult_adds"] == 529_911_552
-    small = _nas("train", "--genotype", "DARTS_V2", "--summary", "--json", "--image-size", "16")
+    small = run_nas("train", "--genotype", "DARTS_V2", "--summary", "--json", "--image-size", "16")
     cifar = json.loads(small.stdout)
     assert cifar["params"] == 3_349_342 and cifar["image_size"] == 16
     assert list(tmp_path.iterdir()) == []  # nothing written
     # a dataset named in a config file gives the input shape
     config = tmp_path.parent / "digits.yaml"
     config.write_text("data:\n  name: digits\n")
-    digits = _nas("train", "--genotype", "DARTS_V2", "--config", str(config), "--summary", "--json")
+    digits = run_nas(
+        "train", "--genotype", "DARTS_V2", "--config", str(config), "--summary", "--json"
+    )
     shape = json.loads(digits.stdout)
     assert (shape["in_channels"], shape["image_size"], shape["num_classes"]) == (1, 8, 10)
 
@@ -164,7 +151,7 @@ def test_summary_json_without_training(tmp_path) -> None:
 def test_show_prints_and_draws_both_cells(tmp_path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "cells.png"
-    result = _nas("show", "DARTS_V2", "--out", str(out))
+    result = run_nas("show", "DARTS_V2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     for text in ("normal cell:", "reduce cell:", "node 3 = skip_connect(c[k-2]) + dil_conv_3x3(0)",
                  "3.35M parameters"):  # fmt: skip
@@ -173,7 +160,7 @@ def test_show_prints_and_draws_both_cells(tmp_path) -> None:
     from matplotlib.image import imread
 
     assert imread(out).shape[1] > imread(out).shape[0]  # two cells side by side
-    bad = _nas("show", "DARTS_V2", "--out", str(tmp_path / "cells.svg"))
+    bad = run_nas("show", "DARTS_V2", "--out", str(tmp_path / "cells.svg"))
     assert bad.returncode == 2 and "PNG" in bad.stderr
 
 
@@ -220,12 +207,12 @@ def test_export_round_trips(trained_run, tmp_path, fmt: str) -> None:
 def test_export_of_a_search_run_is_a_clear_error(tmp_path) -> None:
     from nas.runtime.checkpoint import save_checkpoint
 
-    result = _nas("export", str(tmp_path), "--format", "torchscript")
+    result = run_nas("export", str(tmp_path), "--format", "torchscript")
     assert result.returncode == 2 and "needs a run directory written by nas train" in result.stderr
     # a search run's last.pt: network and strategy state, no model spec
     state = {"network": {"alpha_normal": torch.zeros(2)}, "strategy": {}}
     save_checkpoint(tmp_path / "checkpoints" / "last.pt", {"epoch": 1, "task": state})
-    search = _nas("export", str(tmp_path), "--format", "exported", "--checkpoint", "last")
+    search = run_nas("export", str(tmp_path), "--format", "exported", "--checkpoint", "last")
     assert search.returncode == 2 and "not a nas train checkpoint" in search.stderr
 
 
@@ -236,5 +223,7 @@ def test_export_of_the_last_checkpoint_reports_its_test_accuracy(trained_run, tm
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert card["checkpoint"] == "last" and card["test_accuracy"] == rows[-1]["test_acc"]
     (tmp_path / "file").write_text("")
-    bad = _nas("export", str(trained_run), "--format", "exported", "--out", str(tmp_path / "file"))
+    bad = run_nas(
+        "export", str(trained_run), "--format", "exported", "--out", str(tmp_path / "file")
+    )
     assert bad.returncode == 2 and "pick another --out" in bad.stderr

@@ -1,7 +1,7 @@
 """Start a command on several processes through torch's own launcher (torch.distributed.run).
 
 `nas search|train --nproc-per-node N [--nnodes M --node-rank R --rdzv-endpoint HOST:PORT]
-[--max-restarts K] ...` re-runs the same command line, without these launcher flags, as
+[--max-restarts K] ...` re-runs the same command line as
 `python -m torch.distributed.run ... -m nas ...`. Each worker then finds RANK, WORLD_SIZE and
 LOCAL_RANK in its environment (see `init_runtime`). Running `torchrun ... -m nas ...` directly is
 the same thing.
@@ -37,7 +37,7 @@ def wants_launch(nproc_per_node: int | None, nnodes: int | None) -> bool:
 
 
 def launch(argv: Sequence[str], options: dict[str, object]) -> int:
-    """Run `nas ARGV` (launcher flags removed) under torch.distributed.run; its exit status.
+    """Run `nas ARGV` under torch.distributed.run; its exit status.
 
     `options` maps LAUNCHER_FLAGS keys to values (None: not given). A single node without a
     rendezvous endpoint uses `--standalone` (a free local port).
@@ -54,26 +54,11 @@ def launch(argv: Sequence[str], options: dict[str, object]) -> int:
         value = options.get(key)
         if value is not None:
             command += [flag, str(value)]
-    command += ["-m", "nas", *strip_launcher_flags(argv)]
+    # The workers get the whole command line: they find WORLD_SIZE set, so the launcher flags
+    # in it start nothing (and config.yaml records the command as the user typed it).
+    command += ["-m", "nas", *argv]
     env = {**os.environ, RUN_STAMP_ENV: time.strftime("%Y%m%d-%H%M%S")}
     try:
         return subprocess.run(command, check=False, env=env).returncode
     except KeyboardInterrupt:
         return 130
-
-
-def strip_launcher_flags(argv: Sequence[str]) -> list[str]:
-    """`argv` without the launcher flags and their values (`--flag V` or `--flag=V`)."""
-    flags = set(LAUNCHER_FLAGS.values()) | {f.replace("-", "_") for f in LAUNCHER_FLAGS.values()}
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in flags:
-            skip = "=" not in arg
-            continue
-        out.append(arg)
-    return out

@@ -93,23 +93,13 @@ def _grouped(relu_x: torch.Tensor, ops: list[nn.Module]) -> list[torch.Tensor]:
     per layer; return the k outputs.
     """
     k = len(ops)
-    if k == 1:
-        return [ops[0](relu_x) if isinstance(ops[0], DilConv) else _sep(ops[0], relu_x)]
-    x = relu_x.repeat(1, k, 1, 1)
+    x = relu_x if k == 1 else relu_x.repeat(1, k, 1, 1)
     if isinstance(ops[0], SepConv):
         x = _dil_grouped(x, [op[0] for op in ops], relu_first=False)
         x = _dil_grouped(x, [op[1] for op in ops], relu_first=True)
     else:
         x = _dil_grouped(x, ops, relu_first=False)
     return list(x.chunk(k, dim=1))
-
-
-def _sep(op: SepConv, relu_x: torch.Tensor) -> torch.Tensor:
-    """A SepConv on an input already passed through its first ReLU."""
-    x = relu_x
-    for layer in list(op[0])[1:]:
-        x = layer(x)
-    return op[1](x)
 
 
 def _dil_grouped(x: torch.Tensor, blocks: list[DilConv], relu_first: bool) -> torch.Tensor:
