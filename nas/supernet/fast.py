@@ -1,45 +1,49 @@
 """The fast search-cell forward: the same modules and parameters as the reference path, fewer calls.
 
-The reference path (`SearchCell.forward`) runs every op of every edge as its own call. Here the
-edges that leave one state are computed together (the performance issue's plan):
+The reference path (`SearchCell.forward`) runs every op of every edge as its own call and weighs
+each output by its own scalar. On 2 CPU cores at search sizes (16x16, C=8) that is thousands of
+tiny calls whose fixed cost dominates. Here the E edges that leave one state are computed together:
 
 - Parameter-free ops (pooling followed by affine-free BatchNorm, and the stride-1 skip) give the
   same output on every edge that leaves a state, so each runs once per state.
-- The convolution ops of one type (for example sep_conv_3x3) on the k edges that leave a state run
-  as one grouped call: the k depthwise kernels concatenated (k x C groups), the k pointwise kernels
-  as one conv with k groups, and one affine-free BatchNorm over the k x C channels, which
-  normalises each channel exactly as the per-edge BatchNorms do.
+- Every depthwise kernel that fits in 5x5 (sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, the last
+  with its holes as zeros) is embedded in a 5x5 kernel, so the first layer of all of them, on all
+  E edges, is one depthwise conv with a channel multiplier; the pointwise convs of all of them are
+  one batched matmul and their affine-free BatchNorms one call (BN normalises each channel on its
+  own, so one call over all channels equals the per-edge calls). The second layers of the
+  separable convs are again one call each. dil_conv_5x5 and the stride-2 skip
+  (FactorizedReduce) run grouped over the E edges the same way.
+- The outputs are weighed by their mixing weights in one multiply per group and summed into one
+  (N, E, C, H, W) tensor, whose slices feed the nodes.
 
-Edges run as soon as their source state exists, and each node sums its edges' weighted ops, so
-the result equals the reference up to float summation order; tests/test_fast_supernet.py checks
-outputs and gradients in train and eval mode, with and without pruning.
+The result equals the reference up to float summation order; tests/test_fast_supernet.py checks
+outputs and gradients in train and eval mode, with and without pruning. docs/performance.md has
+the measurements behind each choice.
 """
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.ops import DilConv, SepConv, Zero
+from nas.ops import DilConv, FactorizedReduce, SepConv, Zero
 from nas.spaces import NUM_INPUT_NODES
 
 
 def fast_cell_forward(
     cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """`cell(s0, s1, weights)` computed edge group by edge group (see the module docstring)."""
+    """`cell(s0, s1, weights)` computed source state by source state (see the module docstring)."""
     space = cell.space
     states = [cell.preprocess0(s0), cell.preprocess1(s1)]
     pending: list[torch.Tensor | None] = [None] * space.num_nodes
     for source in range(NUM_INPUT_NODES + space.num_nodes - 1):
-        edges = [
-            (node, space.edge_index(node, source))
-            for node in range(max(0, source - NUM_INPUT_NODES + 1), space.num_nodes)
-        ]
-        for node, term in _edges_from(cell, states[source], edges, weights):
+        nodes = range(max(0, source - NUM_INPUT_NODES + 1), space.num_nodes)
+        edges = [space.edge_index(node, source) for node in nodes]
+        combined = _edges_from(cell, states[source], edges, weights)
+        for position, node in enumerate(nodes):
+            term = combined[:, position]
             pending[node] = term if pending[node] is None else pending[node] + term
         finished = source - NUM_INPUT_NODES + 1  # the node whose last input is `source`
         if finished >= 0:
@@ -47,76 +51,221 @@ def fast_cell_forward(
     return torch.cat([states[i] for i in space.concat], dim=1)
 
 
+EMBED_SIZE = 5  # the kernel side that 3x3, 5x5 and dilated 3x3 depthwise kernels share
+
+# One group of same-shaped op instances computed together: (edge position, op index, module).
+Member = tuple[int, int, nn.Module]
+
+
 def _edges_from(
-    cell: nn.Module, x: torch.Tensor, edges: list[tuple[int, int]], weights: torch.Tensor
-) -> list[tuple[int, torch.Tensor]]:
-    """(node, weighted sum of the edge's ops) for every edge leaving state `x`."""
-    terms: dict[int, torch.Tensor] = {}
-    shared: dict[str, torch.Tensor] = {}
-    groups: dict[str, list[tuple[int, int, nn.Module]]] = defaultdict(list)
+    cell: nn.Module, x: torch.Tensor, edges: list[int], weights: torch.Tensor
+) -> torch.Tensor:
+    """The mixed-op outputs of `edges` (all leaving state `x`), stacked: (N, E, C, H', W')."""
+    mixed = [cell.edges[edge] for edge in edges]
+    edge_weights = weights[edges]  # (E, num_ops): one gather instead of E x num_ops selects
+    terms: list[tuple[list[Member], torch.Tensor]] = []
+    embedded: list[Member] = []
+    grouped: list[list[Member]] = []
+    for op_index, name in enumerate(cell.space.ops):
+        members = [
+            (position, op_index, edge.ops[name])
+            for position, edge in enumerate(mixed)
+            if name in edge.ops
+        ]
+        if not members or isinstance(members[0][2], Zero):
+            continue  # zero output: leaving it out changes neither the sum nor any gradient
+        op = members[0][2]
+        if _parameter_free(op):
+            terms.append((members, op(x).unsqueeze(1)))  # the same output for every edge
+        elif _embeddable(op):
+            embedded.extend(members)
+        else:
+            grouped.append(members)
+    if embedded or grouped:
+        relu = F.relu(x)
+        if embedded:
+            terms.extend(_embedded_pass(relu, embedded))
+        for members in grouped:
+            terms.append((members, _grouped(relu, [op for _, _, op in members])))
+    if not terms:  # only `none` left on these edges
+        zero = mixed[0].ops[next(iter(mixed[0].ops))](x)
+        return zero.unsqueeze(1).expand(-1, len(edges), -1, -1, -1)
+    total = None
+    for members, outputs in terms:
+        positions = [position for position, _, _ in members]
+        mixing = edge_weights[positions, [op_index for _, op_index, _ in members]]
+        term = outputs * mixing.view(1, -1, 1, 1, 1)
+        if positions == list(range(len(edges))):
+            total = term if total is None else total + term
+            continue
+        if total is None:
+            total = term.new_zeros(term.shape[0], len(edges), *term.shape[2:])
+        index = torch.tensor(positions, device=x.device)
+        total = total.index_add(1, index, term.expand(-1, len(positions), -1, -1, -1))
+    return total
 
-    def add(node: int, term: torch.Tensor) -> None:
-        terms[node] = term if node not in terms else terms[node] + term
 
-    for node, edge in edges:
-        mixed = cell.edges[edge]
-        for name, op in mixed.ops.items():
-            weight = weights[edge, mixed.index[name]]
-            if isinstance(op, Zero):
-                continue
-            if _parameter_free(op):
-                if name not in shared:
-                    shared[name] = op(x)
-                add(node, weight * shared[name])
-            elif isinstance(op, DilConv | SepConv):
-                groups[name].append((node, edge, op))
-            else:  # per-edge op with parameters (FactorizedReduce)
-                add(node, weight * op(x))
-    relu = F.relu(x) if groups else None
-    for name, members in groups.items():
-        outputs = _grouped(relu, [op for _, _, op in members])
-        for (node, edge, _), out in zip(members, outputs):
-            add(node, weights[edge, cell.edges[edge].index[name]] * out)
-    for node, edge in edges:
-        if node not in terms:  # only `none` left on the edge
-            (zero,) = cell.edges[edge].ops.values()
-            add(node, zero(x))
-    return list(terms.items())
+def _embeddable(op: nn.Module) -> bool:
+    """A DilConv or SepConv whose depthwise kernels fit in EMBED_SIZE with "same" padding."""
+    blocks = list(op) if isinstance(op, SepConv) else [op]
+    if not all(isinstance(block, DilConv) for block in blocks):
+        return False
+    for block in blocks:
+        conv = block[1]
+        span = conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
+        if span > EMBED_SIZE or 2 * conv.padding[0] != span - 1:
+            return False
+    return True
+
+
+def _embedded_pass(
+    relu_x: torch.Tensor, members: list[Member]
+) -> list[tuple[list[Member], torch.Tensor]]:
+    """The embeddable ops of one state's edges: the first layer of all as one 5x5 pass, then the
+    second layer of the separable ones as another. Returns (members, outputs) pairs.
+    """
+    separable = [member for member in members if isinstance(member[2], SepConv)]
+    dilated = [member for member in members if not isinstance(member[2], SepConv)]
+    ordered = separable + dilated  # the separable outputs come first, as a view
+    first = [op[0] if isinstance(op, SepConv) else op for _, _, op in ordered]
+    y = _dil_grouped(relu_x, first, shared_input=True, embed=True)
+    results = []
+    if separable:
+        second = [op[1] for _, _, op in separable]
+        hidden = F.relu(y[:, : len(separable)].flatten(1, 2))
+        results.append((separable, _dil_grouped(hidden, second, shared_input=False, embed=True)))
+    if dilated:
+        results.append((dilated, y[:, len(separable) :]))
+    return results
 
 
 def _parameter_free(op: nn.Module) -> bool:
     return next(op.parameters(), None) is None
 
 
-def _grouped(relu_x: torch.Tensor, ops: list[nn.Module]) -> list[torch.Tensor]:
-    """Run k identical-shape DilConv or SepConv ops on the same (ReLU'd) input as one call each
-    per layer; return the k outputs.
+def _grouped(relu_x: torch.Tensor, ops: list[nn.Module]) -> torch.Tensor:
+    """k same-type parametric ops applied to the same (ReLU'd) input, as one call per layer;
+    returns their outputs stacked as (N, k, C, H', W').
+    """
+    if isinstance(ops[0], FactorizedReduce):
+        return _factorized_reduce_grouped(relu_x, ops)
+    if not isinstance(ops[0], DilConv | SepConv):
+        raise TypeError(f"the fast path has no grouped form of {type(ops[0]).__name__}")
+    first = [op[0] for op in ops] if isinstance(ops[0], SepConv) else ops
+    x = _dil_grouped(relu_x, first, shared_input=True, embed=False)
+    if isinstance(ops[0], SepConv):
+        x = _dil_grouped(
+            F.relu(x.flatten(1, 2)), [op[1] for op in ops], shared_input=False, embed=False
+        )
+    return x
+
+
+def _dil_grouped(
+    x: torch.Tensor, blocks: list[DilConv], shared_input: bool, embed: bool
+) -> torch.Tensor:
+    """k DilConv blocks without their leading ReLU (depthwise, pointwise, affine-free BN), on one
+    input x (N, C, H, W) shared by all (`shared_input`) or on k channel groups x (N, k x C, H, W).
+    Returns (N, k, C, H', W'). `embed`: the depthwise kernels are embedded in EMBED_SIZE x
+    EMBED_SIZE (undilated) kernels, so blocks of different kernel sizes run as one call.
+
+    A shared input is not repeated k times: the depthwise conv uses a channel multiplier of k
+    (groups=C), giving channel-major outputs (c, edge), which the NCHW copy after the depthwise
+    conv reorders to edge-major for free. The pointwise convs run as one batched matmul: 2x
+    faster than a k-group 1x1 conv on 2 CPU cores (docs/performance.md).
+    """
+    k = len(blocks)
+    batch, channels = x.shape[0], blocks[0][1].weight.shape[0]
+    conv = blocks[0][1]
+    stride, padding, dilation = conv.stride[0], conv.padding[0], conv.dilation[0]
+    if embed:
+        kernels = [_embed(block[1].weight, block[1].dilation[0]) for block in blocks]
+        padding, dilation = EMBED_SIZE // 2, 1
+    else:
+        kernels = [block[1].weight for block in blocks]
+    depthwise = torch.stack(kernels)  # (k, C, 1, kh, kw)
+    if shared_input:
+        depthwise = depthwise.transpose(0, 1)  # channel-major: (C, k, 1, kh, kw)
+    x = _depthwise(x, depthwise.flatten(0, 1), stride, padding, dilation)
+    height, width = x.shape[2:]
+    if shared_input:
+        x = x.view(batch, channels, k, height, width).transpose(1, 2)
+    x = x.contiguous().view(batch, k, channels, height * width)
+    pointwise = torch.stack([block[2].weight.flatten(1) for block in blocks])  # (k, C_out, C)
+    x = torch.matmul(pointwise, x).view(batch, -1, height, width)
+    x = F.batch_norm(x, None, None, training=True, momentum=0.0, eps=blocks[0][3].eps)
+    return x.view(batch, k, -1, height, width)
+
+
+def _embed(weight: torch.Tensor, dilation: int) -> torch.Tensor:
+    """A (G, 1, k, k) depthwise kernel of `dilation` as the equivalent undilated EMBED_SIZE-square
+    kernel: the taps spread `dilation` apart, zeros between and around (gradients reach only the
+    real taps).
+    """
+    groups, _, size, _ = weight.shape
+    if dilation > 1:
+        spread = F.pad(
+            weight.view(groups, 1, size, 1, size, 1), (0, dilation - 1, 0, 0, 0, dilation - 1)
+        )
+        span = dilation * (size - 1) + 1
+        weight = spread.view(groups, 1, size * dilation, size * dilation)[:, :, :span, :span]
+    margin = (EMBED_SIZE - weight.shape[-1]) // 2
+    return F.pad(weight, (margin, margin, margin, margin))
+
+
+def _depthwise(
+    x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int
+) -> torch.Tensor:
+    """Depthwise conv2d (groups = input channels; weight may carry a channel multiplier),
+    computed the way it runs fastest on CPU (measured in docs/performance.md).
+
+    Channels-last: oneDNN's depthwise forward and backward are about 2x faster than in NCHW; the
+    output stays channels-last, the caller's NCHW copy converts it. A dilated kernel with "same"
+    padding is rewritten as an undilated one, because oneDNN's dilated backward is slow: at stride
+    == dilation the conv only reads every d-th pixel, so it is an undilated conv of the subsampled
+    input; at stride 1 each of the d x d pixel phases is an independent undilated conv, so the
+    phases go into the batch (space-to-batch) and come back.
+    """
+    channels, kernel = x.shape[1], weight.shape[-1]
+    x = x.contiguous(memory_format=torch.channels_last)
+    same = 2 * padding == dilation * (kernel - 1) and padding % dilation == 0
+    if dilation == 1 or not same or stride not in (1, dilation):
+        return F.conv2d(x, weight, None, stride, padding, dilation, groups=channels)
+    if stride == dilation:
+        x = x[:, :, ::dilation, ::dilation].contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, weight, None, 1, padding // dilation, 1, groups=channels)
+    batch, _, height, width = x.shape
+    d = dilation
+    pad_h, pad_w = -height % d, -width % d  # zeros, like the conv's own padding
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    h, w = x.shape[2] // d, x.shape[3] // d
+    phases = x.view(batch, channels, h, d, w, d).permute(3, 5, 0, 1, 2, 4)
+    phases = phases.reshape(d * d * batch, channels, h, w).contiguous(
+        memory_format=torch.channels_last
+    )
+    out = F.conv2d(phases, weight, None, 1, padding // d, 1, groups=channels)
+    out_channels = out.shape[1]
+    out = out.view(d, d, batch, out_channels, h, w).permute(2, 3, 4, 0, 5, 1)
+    return out.reshape(batch, out_channels, h * d, w * d)[:, :, :height, :width]
+
+
+def _factorized_reduce_grouped(relu_x: torch.Tensor, ops: list[FactorizedReduce]) -> torch.Tensor:
+    """k FactorizedReduce ops (stride-2 skip) on the same input: their 1x1 stride-2 convs read the
+    same tensor, so they concatenate along output channels into one conv per offset.
     """
     k = len(ops)
-    x = relu_x if k == 1 else relu_x.repeat(1, k, 1, 1)
-    if isinstance(ops[0], SepConv):
-        x = _dil_grouped(x, [op[0] for op in ops], relu_first=False)
-        x = _dil_grouped(x, [op[1] for op in ops], relu_first=True)
-    else:
-        x = _dil_grouped(x, ops, relu_first=False)
-    return list(x.chunk(k, dim=1))
-
-
-def _dil_grouped(x: torch.Tensor, blocks: list[DilConv], relu_first: bool) -> torch.Tensor:
-    """k DilConv blocks (ReLU, depthwise, pointwise, affine-free BN) on k channel groups of x."""
-    k = len(blocks)
-    depthwise = blocks[0][1]
-    if relu_first:
-        x = F.relu(x)
-    x = F.conv2d(
-        x,
-        torch.cat([b[1].weight for b in blocks]),
-        None,
-        depthwise.stride,
-        depthwise.padding,
-        depthwise.dilation,
-        groups=x.shape[1],
+    shifted = relu_x[:, :, 1:, 1:]
+    pad_w, pad_h = relu_x.shape[3] % 2, relu_x.shape[2] % 2
+    if pad_w or pad_h:
+        shifted = F.pad(shifted, (0, pad_w, 0, pad_h))
+    even = F.conv2d(relu_x, torch.cat([op.conv_even.weight for op in ops]), None, 2)
+    odd = F.conv2d(shifted, torch.cat([op.conv_odd.weight for op in ops]), None, 2)
+    size = even.shape[2:]
+    out = torch.cat(
+        [even.view(-1, k, even.shape[1] // k, *size), odd.view(-1, k, odd.shape[1] // k, *size)],
+        dim=2,
     )
-    x = F.conv2d(x, torch.cat([b[2].weight for b in blocks]), None, 1, 0, 1, groups=k)
-    bn = blocks[0][3]
-    return F.batch_norm(x, None, None, training=True, momentum=0.0, eps=bn.eps)
+    flat = F.batch_norm(
+        out.flatten(1, 2), None, None, training=True, momentum=0.0, eps=ops[0].bn.eps
+    )
+    return flat.view_as(out)
