@@ -189,9 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     supernet.add_argument("--iterations", type=int, default=10, help="timed iterations (10)")
     supernet.add_argument("--warmup", type=int, default=2, help="untimed iterations first (2)")
     supernet.add_argument(
-        "--path", choices=["reference", "fast"], default="reference",
-        help="supernet forward: per-edge reference or fast (default: reference)",
+        "--path", choices=["reference", "fast"], default="fast",
+        help="supernet forward: per-edge reference or fast (default: fast)",
     )  # fmt: skip
+    supernet.add_argument(
+        "--compare", action="store_true",
+        help="time the reference and the fast path in alternating runs; report the speedup",
+    )  # fmt: skip
+    supernet.add_argument("--rounds", type=int, default=3, help="--compare: runs per path (3)")
+    supernet.add_argument(
+        "--partial-channels", type=int, default=1, metavar="K",
+        help="PC-DARTS: mixed ops see 1/K of the channels (default: 1, off)",
+    )  # fmt: skip
+    supernet.add_argument(
+        "--checkpoint", action="store_true", help="activation checkpointing per cell"
+    )
     supernet.add_argument(
         "--channels-last", action="store_true", help="NHWC memory format for weights and images"
     )
@@ -434,25 +446,41 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _bench_supernet(args: argparse.Namespace) -> int:
-    from nas.bench import bench_supernet
+    from nas.bench import bench_supernet, compare_paths
 
-    result = bench_supernet(
+    settings = dict(
         size=args.size, channels=args.channels, layers=args.layers, batch=args.batch,
         order=args.order, device=args.device, amp=args.amp, iterations=args.iterations,
-        warmup=args.warmup, path=args.path, channels_last=args.channels_last,
+        warmup=args.warmup, channels_last=args.channels_last,
+        partial_channels=args.partial_channels, checkpoint_cells=args.checkpoint,
     )  # fmt: skip
-    if args.json:
-        print(json.dumps(result.to_dict()))
+    if args.compare:
+        result = compare_paths(args.rounds, **settings)
     else:
-        amp = (", bf16 autocast" if args.amp else "") + (
-            ", channels-last" if args.channels_last else ""
-        )
-        print(
-            f"supernet {args.size}x{args.size}, C={args.channels}, {args.layers} cells, batch "
-            f"{args.batch}, order {args.order}, {result.device}{amp}, {args.path} path: "
-            f"{result.ms_per_iter:.1f} ms/iter, {result.images_per_s:.1f} images/s, "
-            f"peak memory {result.peak_mem_mb:.0f} MiB"
-        )
+        result = bench_supernet(path=args.path, **settings).to_dict()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    options = [
+        "bf16 autocast" if args.amp else "",
+        "channels-last" if args.channels_last else "",
+        f"partial channels K={args.partial_channels}" if args.partial_channels > 1 else "",
+        "checkpointed cells" if args.checkpoint else "",
+    ]
+    print(
+        f"supernet {args.size}x{args.size}, C={args.channels}, {args.layers} cells, batch "
+        f"{args.batch}, order {args.order}, {', '.join([result['device'], *filter(None, options)])}"
+    )
+    paths = ["reference", "fast"] if args.compare else [args.path]
+    for path in paths:
+        ms = result[f"{path}_ms_per_iter"] if args.compare else result["ms_per_iter"]
+        print(f"  {path} path: {ms:.1f} ms/iter, {1000 * 2 * args.batch / ms:.1f} images/s")
+    if args.compare:
+        print(f"  speedup (median of {args.rounds} alternating runs): {result['speedup']:.2f}x")
+    print(
+        f"  peak memory {result['peak_mem_mb']:.0f} MiB, saved for backward "
+        f"{result['saved_for_backward_mb']:.1f} MiB"
+    )
     return 0
 
 

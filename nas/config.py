@@ -47,11 +47,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The supernet: search space, number of cells, initial channels."""
+    """The supernet: search space, number of cells, initial channels, and how it is computed."""
 
     space: str = "darts"
     layers: int = 8
     channels: int = 16
+    # "fast": the edges leaving a state run as grouped calls (nas/supernet/fast.py); "reference":
+    # one call per op per edge. Both give the same result up to float summation order.
+    path: str = "fast"
+    # PC-DARTS K (Xu et al. 2020): mixed ops see 1/K of the channels, plus edge normalisation.
+    partial_channels: int = 1
+    # Activation checkpointing per cell: recompute activations in the backward pass (less memory).
+    checkpoint_cells: bool = False
 
 
 @dataclass
@@ -323,6 +330,8 @@ def validate(config: Config | TrainConfig) -> None:
         ]
     else:
         checks += [
+            (model.path in ("fast", "reference"), "model.path must be fast or reference"),
+            (model.partial_channels >= 1, "model.partial_channels must be 1 (off) or more"),
             (config.strategy.order in (1, 2), "strategy.order must be 1 or 2"),
             (config.strategy.weight_lr > 0, "strategy.weight_lr must be positive"),
             (config.strategy.alpha_lr > 0, "strategy.alpha_lr must be positive"),

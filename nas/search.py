@@ -44,7 +44,10 @@ class SearchTask(Task):
             data.num_classes,
             config.model.channels,
             config.model.layers,
+            partial_channels=config.model.partial_channels,
+            checkpoint_cells=config.model.checkpoint_cells,
         ).to(runtime.device)
+        self.network.use_fast_path(config.model.path == "fast")
         runtime.prepare(self.network)  # SyncBatchNorm in place, if asked for
         strategy_class = STRATEGIES.get(config.strategy.name)
         self.strategy = strategy_class(

@@ -1,51 +1,150 @@
-"""The fast supernet path gives the reference path's outputs and gradients."""
+"""The fast supernet path gives the reference path's outputs and gradients; PC-DARTS partial
+channels and activation checkpointing change memory and speed, never the gradient they promise."""
 
 import copy
+import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from nas.config import StrategyConfig
+from nas.errors import NasError
 from nas.spaces import get_space
+from nas.strategies.darts import unrolled_alpha_grads
 from nas.supernet import SearchNetwork
+from nas.supernet.partial import merge_partial
 
 
-def _pair(space: str, prune: bool) -> tuple[SearchNetwork, SearchNetwork]:
+def _network(space: str = "darts", prune: bool = False, **options) -> SearchNetwork:
     torch.manual_seed(0)
-    reference = SearchNetwork(get_space(space), 3, 5, channels=4, layers=5)
+    network = SearchNetwork(get_space(space), 3, 5, channels=4, layers=5, **options)
     with torch.no_grad():
-        for alpha in reference.arch_parameters():
-            alpha.normal_()
+        for parameter in network.arch_parameters():
+            parameter.normal_()
     if prune:  # a mix: some edges keep several ops, some one, one only `none`
-        ops = reference.space.ops
+        ops = network.space.ops
         for kind in ("normal", "reduce"):
-            for edge in range(reference.space.num_edges):
+            for edge in range(network.space.num_edges):
                 for op in range(1, len(ops)):
                     if (edge + op) % 3 == 0:
-                        reference.prune(kind, edge, op, step=edge)
+                        network.prune(kind, edge, op, step=edge)
             for op in range(1, len(ops)):
-                if reference.pruned_masks()[0][2, op] < 0:
-                    reference.prune(kind, 2, op, step=99)
-    fast = copy.deepcopy(reference).use_fast_path()
-    return reference, fast
+                if network.pruned_masks()[0][2, op] < 0:
+                    network.prune(kind, 2, op, step=99)
+    return network
+
+
+def _logits_and_grads(network: SearchNetwork, images, labels):
+    logits = network(images)
+    loss = F.cross_entropy(logits, labels)
+    return logits, torch.autograd.grad(loss, list(network.parameters()))
+
+
+def _assert_same(reference: SearchNetwork, other: SearchNetwork, train: bool = True) -> None:
+    torch.manual_seed(1)
+    images, labels = torch.randn(6, 3, 12, 12), torch.randint(0, 5, (6,))
+    reference.train(train)
+    other.train(train)
+    ref_logits, ref_grads = _logits_and_grads(reference, images, labels)
+    logits, grads = _logits_and_grads(other, images, labels)
+    assert torch.allclose(logits, ref_logits, rtol=1e-4, atol=1e-5)
+    names = [name for name, _ in reference.named_parameters()]
+    assert names == [name for name, _ in other.named_parameters()]
+    for name, a, b in zip(names, ref_grads, grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5), name
 
 
 @pytest.mark.parametrize("space", ["darts", "tiny"])
 @pytest.mark.parametrize("prune", [False, True])
 @pytest.mark.parametrize("train", [True, False])
 def test_fast_path_matches_reference(space: str, prune: bool, train: bool) -> None:
-    reference, fast = _pair(space, prune)
-    reference.train(train)
-    fast.train(train)
-    images = torch.randn(6, 3, 12, 12)
-    labels = torch.randint(0, 5, (6,))
-    outputs = []
-    for net in (reference, fast):
-        logits = net(images)
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        grads = torch.autograd.grad(loss, list(net.parameters()))
-        outputs.append((logits, grads))
-    (ref_logits, ref_grads), (fast_logits, fast_grads) = outputs
-    assert torch.allclose(fast_logits, ref_logits, rtol=1e-4, atol=1e-5)
-    names = [name for name, _ in reference.named_parameters()]
-    for name, a, b in zip(names, ref_grads, fast_grads):
-        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5), name
+    reference = _network(space, prune)
+    _assert_same(reference, copy.deepcopy(reference).use_fast_path(), train)
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_fast_path_matches_reference_with_partial_channels(prune: bool) -> None:
+    reference = _network(prune=prune, partial_channels=2)
+    assert reference.cells[0].edges[0].ops["sep_conv_3x3"][0][1].weight.shape[0] == 2  # C/K
+    _assert_same(reference, copy.deepcopy(reference).use_fast_path())
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_checkpointed_cells_give_the_same_gradients(fast: bool) -> None:
+    reference = _network(partial_channels=2).use_fast_path(fast)
+    checkpointed = copy.deepcopy(reference)
+    checkpointed.checkpoint_cells = True
+    _assert_same(reference, checkpointed)
+
+
+def test_second_order_alpha_gradient_is_the_same_on_every_path() -> None:
+    """The unrolled step runs forwards under functional_call; the fast path and the checkpointed
+    cells (recomputed after functional_call returns) must still see the virtual weights."""
+    torch.manual_seed(2)
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) for _ in range(2)]
+    results = []
+    for fast, checkpointed in [(False, False), (True, False), (True, True)]:
+        network = _network("tiny", prune=True).use_fast_path(fast)
+        network.checkpoint_cells = checkpointed
+        optimizer = torch.optim.SGD(network.weight_parameters(), lr=0.1, momentum=0.9)
+        results.append(unrolled_alpha_grads(network, *batches, optimizer, xi=0.1))
+    # The finite-difference Hessian term divides by 2 epsilon, amplifying the paths' rounding
+    # differences; the virtual weights being ignored would change the gradient at its own scale.
+    for grads in results[1:]:
+        for a, b in zip(results[0], grads):
+            assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+
+
+def test_partial_channels_edge_normalisation_and_genotype() -> None:
+    network = _network("tiny", partial_channels=2)
+    assert len(network.arch_parameters()) == 4
+    normal, _ = network.edge_weights()
+    # softmax over each node's incoming edges: node 0 has edges 0-1, node 1 edges 2-4
+    assert torch.allclose(normal[:2].sum(), torch.tensor(1.0))
+    assert torch.allclose(normal[2:].sum(), torch.tensor(1.0))
+    logits = network(torch.randn(4, 3, 8, 8))
+    grads = torch.autograd.grad(logits.square().sum(), [network.beta_normal, network.beta_reduce])
+    assert all(g.abs().sum() > 0 for g in grads)
+    # the same op weights on every edge: the betas alone decide which edges node 1 keeps
+    with torch.no_grad():
+        network.alpha_normal.zero_()
+        network.beta_normal.copy_(torch.tensor([0.0, 0.0, 5.0, -5.0, 4.0]))
+    node = network.genotype().normal.nodes[1]
+    assert sorted(edge.input for edge in node) == [0, 2]
+
+
+def test_merge_partial_shuffles_searched_and_bypassed_channels() -> None:
+    out = torch.full((1, 1, 2, 2, 2), -1.0)  # 2 searched channels of 1 edge
+    bypass = torch.arange(6.0).view(1, 6, 1, 1).expand(1, 6, 2, 2)  # the other 6 of C=8
+    merged = merge_partial(out, bypass, 4)[0, 0, :, 0, 0]
+    # K=4 groups of 2 channels ([-1,-1], [0,1], [2,3], [4,5]) interleaved
+    assert merged.tolist() == [-1.0, 0.0, 2.0, 4.0, -1.0, 1.0, 3.0, 5.0]
+    strided = merge_partial(out[..., :1, :1], bypass, 4)  # stride-2 edge: bypass max-pooled
+    assert strided.shape == (1, 1, 8, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("channels", "partial", "message"),
+    [
+        (6, 4, "must divide model.channels=6"),
+        (6, 6, "= 1 must be even"),
+        (4, 0, "must be 1 (off) or more"),
+    ],
+)
+def test_bad_partial_channels_are_clear_errors(channels: int, partial: int, message: str) -> None:
+    with pytest.raises(NasError, match=re.escape(message)):
+        SearchNetwork(get_space("darts"), 3, 5, channels, 5, partial_channels=partial)
+
+
+def test_search_strategy_step_runs_on_partial_channels() -> None:
+    from nas.runtime.dist import Runtime
+    from nas.strategies import STRATEGIES
+
+    network = _network("tiny", partial_channels=2, checkpoint_cells=True).use_fast_path()
+    runtime = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
+    strategy = STRATEGIES.get("darts")(network, StrategyConfig(order=2), 1, 1, runtime)
+    before = [p.detach().clone() for p in network.arch_parameters()]
+    batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,)))
+    strategy.step(batch, batch)
+    assert all(not torch.equal(b, p) for b, p in zip(before, network.arch_parameters()))

@@ -135,11 +135,11 @@ class Asap(Darts):
         momentum and weight decay would otherwise keep moving it), so the genotype can still
         rank edges by it.
         """
-        frozen = [alpha.detach().clone() for alpha in self.network.arch_parameters()]
+        frozen = [alpha.detach().clone() for alpha in self.network.alphas()]
         super().alpha_step(train_batch, val_batch)
         with torch.no_grad():
             for alpha, before, pruned in zip(
-                self.network.arch_parameters(), frozen, self.network.pruned_masks()
+                self.network.alphas(), frozen, self.network.pruned_masks()
             ):
                 alpha.copy_(torch.where(pruned >= 0, before, alpha))
 

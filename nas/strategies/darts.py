@@ -21,8 +21,9 @@ from nas.runtime.engine import StepResult
 from nas.strategies.base import STRATEGIES, Batch, Strategy
 from nas.supernet import SearchNetwork
 
-# The alphas' parameter names in SearchNetwork (left out of DDP, averaged by the strategy).
-ALPHA_NAMES = ("alpha_normal", "alpha_reduce")
+# The architecture parameters' names in SearchNetwork (left out of DDP, averaged by the
+# strategy); the betas exist with PC-DARTS partial channels only.
+ALPHA_NAMES = ("alpha_normal", "alpha_reduce", "beta_normal", "beta_reduce")
 HVP_EPSILON = 0.01  # Eq. 8: epsilon = 0.01 / ||grad_w' L_val||, as in the paper
 
 

@@ -1,4 +1,6 @@
-"""Mixed ops and search cells (DARTS, Liu et al. 2019, Eq. 2 and Sec. 2.1)."""
+"""Mixed ops and search cells (DARTS, Liu et al. 2019, Eq. 2 and Sec. 2.1), with the optional
+PC-DARTS partial channels (Xu et al., ICLR 2020, Sec. 3.2).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from torch import nn
 from nas.ops import OPS, Zero, cell_preprocessing
 from nas.spaces import NUM_INPUT_NODES, CellSpace
 from nas.supernet.fast import fast_cell_forward
+from nas.supernet.partial import merge_partial, split_partial
 
 
 class MixedOp(nn.Module):
@@ -17,17 +20,23 @@ class MixedOp(nn.Module):
     good (ASAP pruning): its module, and with it its parameters, leave the edge. The zero op is
     skipped: its output is zero, so leaving it out changes neither the sum nor any gradient (its
     alpha still gets gradient through the softmax).
+
+    With `partial_channels` K > 1 (PC-DARTS), the ops see only the first C/K channels; the other
+    channels bypass them (max-pooled on a stride-2 edge) and the result is channel-shuffled.
     """
 
-    def __init__(self, op_names: tuple[str, ...], channels: int, stride: int) -> None:
+    def __init__(
+        self, op_names: tuple[str, ...], channels: int, stride: int, partial_channels: int = 1
+    ) -> None:
         super().__init__()
         self.index = {name: k for k, name in enumerate(op_names)}
+        self.partial_channels = partial_channels
         self.ops = nn.ModuleDict()
         for name in op_names:
             op_def = OPS.get(name)
-            op = op_def.build(channels, stride, False)
+            op = op_def.build(channels // partial_channels, stride, False)
             if op_def.pooling:
-                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+                op = nn.Sequential(op, nn.BatchNorm2d(channels // partial_channels, affine=False))
             self.ops[name] = op
 
     def remove(self, name: str) -> None:
@@ -38,6 +47,13 @@ class MixedOp(nn.Module):
             del self.ops[name]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if self.partial_channels == 1:
+            return self._mix(x, weights)
+        searched, bypass = split_partial(x, self.partial_channels)
+        out = self._mix(searched, weights)
+        return merge_partial(out.unsqueeze(1), bypass, self.partial_channels).squeeze(1)
+
+    def _mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         out = None
         for name, op in self.ops.items():
             if isinstance(op, Zero):
@@ -65,6 +81,7 @@ class SearchCell(nn.Module):
         channels: int,
         reduction: bool,
         reduction_prev: bool,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.space = space
@@ -77,15 +94,25 @@ class SearchCell(nn.Module):
         for node in range(space.num_nodes):
             for source in range(NUM_INPUT_NODES + node):
                 stride = 2 if reduction and source < NUM_INPUT_NODES else 1
-                self.edges.append(MixedOp(space.ops, channels, stride))
+                self.edges.append(MixedOp(space.ops, channels, stride, partial_channels))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        weights: torch.Tensor,
+        edge_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The cell output; `edge_weights` (num_edges,): PC-DARTS edge normalisation, or None."""
         if self.fast:
-            return fast_cell_forward(self, s0, s1, weights)
+            return fast_cell_forward(self, s0, s1, weights, edge_weights)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.space.num_nodes):
-            node = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            terms = [self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states)]
+            if edge_weights is not None:
+                terms = [edge_weights[offset + j] * term for j, term in enumerate(terms)]
+            node = sum(terms)
             offset += len(states)
             states.append(node)
         return torch.cat([states[i] for i in self.space.concat], dim=1)

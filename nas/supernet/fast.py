@@ -15,6 +15,8 @@ tiny calls whose fixed cost dominates. Here the E edges that leave one state are
   (FactorizedReduce) run grouped over the E edges the same way.
 - The outputs are weighed by their mixing weights in one multiply per group and summed into one
   (N, E, C, H, W) tensor, whose slices feed the nodes.
+- PC-DARTS: every edge leaving a state searches the same first C/K channels, so the above runs
+  on that slice, and the bypass and the channel shuffle are one call each for all E edges.
 
 The result equals the reference up to float summation order; tests/test_fast_supernet.py checks
 outputs and gradients in train and eval mode, with and without pruning. docs/performance.md has
@@ -29,19 +31,34 @@ from torch import nn
 
 from nas.ops import DilConv, FactorizedReduce, SepConv, Zero
 from nas.spaces import NUM_INPUT_NODES
+from nas.supernet.partial import merge_partial, split_partial
 
 
 def fast_cell_forward(
-    cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
+    cell: nn.Module,
+    s0: torch.Tensor,
+    s1: torch.Tensor,
+    weights: torch.Tensor,
+    edge_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`cell(s0, s1, weights)` computed source state by source state (see the module docstring)."""
+    """`cell(s0, s1, weights, edge_weights)` computed source state by source state (see the module
+    docstring).
+    """
     space = cell.space
+    partial = cell.edges[0].partial_channels
     states = [cell.preprocess0(s0), cell.preprocess1(s1)]
     pending: list[torch.Tensor | None] = [None] * space.num_nodes
     for source in range(NUM_INPUT_NODES + space.num_nodes - 1):
         nodes = range(max(0, source - NUM_INPUT_NODES + 1), space.num_nodes)
         edges = [space.edge_index(node, source) for node in nodes]
-        combined = _edges_from(cell, states[source], edges, weights)
+        if partial == 1:
+            combined = _edges_from(cell, states[source], edges, weights)
+        else:  # PC-DARTS: all edges of a state search the same C/K channels
+            searched, bypass = split_partial(states[source], partial)
+            combined = _edges_from(cell, searched, edges, weights)
+            combined = merge_partial(combined, bypass, partial)
+        if edge_weights is not None:
+            combined = combined * edge_weights[edges].view(1, -1, 1, 1, 1)
         for position, node in enumerate(nodes):
             term = combined[:, position]
             pending[node] = term if pending[node] is None else pending[node] + term

@@ -9,7 +9,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 
+from nas.errors import NasError
 from nas.genotype import CELL_KINDS, Genotype, derive_genotype
 from nas.spaces import CellSpace, check_layers
 from nas.supernet.cell import SearchCell
@@ -24,6 +27,11 @@ class SearchNetwork(nn.Module):
         num_classes: classifier outputs.
         channels: initial channels C; reduction cells double it.
         layers: number of cells.
+        partial_channels: PC-DARTS K (Xu et al., ICLR 2020): each mixed op sees C/K channels,
+            and edge-normalisation weights `beta_normal` / `beta_reduce` (num_edges,) weigh
+            the edges into each node by a softmax over the node's edges. 1: plain DARTS.
+        checkpoint_cells: recompute each cell's activations in the backward pass instead of
+            keeping them (activation checkpointing): less memory, about one more forward.
 
     The alphas (`alpha_normal`, `alpha_reduce`, each num_edges x num_ops) are registered parameters,
     so they are in `state_dict()` and every checkpoint; `arch_parameters()` and
@@ -39,11 +47,21 @@ class SearchNetwork(nn.Module):
     """
 
     def __init__(
-        self, space: CellSpace, in_channels: int, num_classes: int, channels: int, layers: int
+        self,
+        space: CellSpace,
+        in_channels: int,
+        num_classes: int,
+        channels: int,
+        layers: int,
+        partial_channels: int = 1,
+        checkpoint_cells: bool = False,
     ) -> None:
         super().__init__()
         check_layers(space, layers)
+        check_partial_channels(space, channels, partial_channels)
         self.space = space
+        self.partial_channels = partial_channels
+        self.checkpoint_cells = checkpoint_cells
         stem_channels = space.stem_multiplier * channels
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
@@ -58,7 +76,9 @@ class SearchNetwork(nn.Module):
             if reduction:
                 current *= 2
             self.cells.append(
-                SearchCell(space, prev_prev, prev, current, reduction, reduction_prev)
+                SearchCell(
+                    space, prev_prev, prev, current, reduction, reduction_prev, partial_channels
+                )
             )
             reduction_prev = reduction
             prev_prev, prev = prev, len(space.concat) * current
@@ -67,6 +87,9 @@ class SearchNetwork(nn.Module):
         shape = (space.num_edges, len(space.ops))
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+        if partial_channels > 1:  # PC-DARTS edge normalisation, initialised like the alphas
+            self.beta_normal = nn.Parameter(1e-3 * torch.randn(space.num_edges))
+            self.beta_reduce = nn.Parameter(1e-3 * torch.randn(space.num_edges))
         self.register_buffer("pruned_normal", torch.full(shape, -1, dtype=torch.long))
         self.register_buffer("pruned_reduce", torch.full(shape, -1, dtype=torch.long))
         self.temperature = 1.0
@@ -80,9 +103,28 @@ class SearchNetwork(nn.Module):
             cell.fast = fast
         return self
 
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture parameters: [alpha_normal, alpha_reduce]."""
+    def alphas(self) -> list[nn.Parameter]:
+        """The op architecture parameters: [alpha_normal, alpha_reduce]."""
         return [self.alpha_normal, self.alpha_reduce]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """Every architecture parameter: the alphas, then with PC-DARTS the betas."""
+        if self.partial_channels == 1:
+            return self.alphas()
+        return [*self.alphas(), self.beta_normal, self.beta_reduce]
+
+    def edge_weights(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """PC-DARTS edge normalisation, (normal, reduce): softmax(beta) over each node's incoming
+        edges (Xu et al. 2020, Eq. 4); (None, None) without partial channels.
+        """
+        if self.partial_channels == 1:
+            return None, None
+        bounds = [self.space.edge_index(node, 0) for node in range(self.space.num_nodes)]
+        bounds.append(self.space.num_edges)
+        return tuple(
+            torch.cat([F.softmax(beta[a:b], dim=-1) for a, b in zip(bounds, bounds[1:])])
+            for beta in (self.beta_normal, self.beta_reduce)
+        )
 
     def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) for every parameter that is not an architecture parameter."""
@@ -99,7 +141,7 @@ class SearchNetwork(nn.Module):
         """
         return tuple(
             F.softmax((alpha / self.temperature).masked_fill(pruned >= 0, -math.inf), dim=-1)
-            for alpha, pruned in zip(self.arch_parameters(), self.pruned_masks())
+            for alpha, pruned in zip(self.alphas(), self.pruned_masks())
         )
 
     def pruned_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,10 +183,15 @@ class SearchNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights_normal, weights_reduce = self.op_weights()
+        edges_normal, edges_reduce = self.edge_weights()
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             weights = weights_reduce if cell.reduction else weights_normal
-            s0, s1 = s1, cell(s0, s1, weights)
+            edge_weights = edges_reduce if cell.reduction else edges_normal
+            if self.checkpoint_cells and torch.is_grad_enabled():
+                s0, s1 = s1, _checkpointed(cell, s0, s1, weights, edge_weights)
+            else:
+                s0, s1 = s1, cell(s0, s1, weights, edge_weights)
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1)
         return self.classifier(out)
 
@@ -156,16 +203,64 @@ class SearchNetwork(nn.Module):
         they were pruned with). This is the DARTS rule whatever the temperature, and it still ranks
         edges once pruning has left one op on each, where the annealed weights are all 1. An edge
         left with only `none` ranks below every edge with a live op; if a node must take one
-        anyway, its op is the non-`none` op pruned last.
+        anyway, its op is the non-`none` op pruned last. With PC-DARTS, each edge's scores are
+        scaled by its edge-normalisation weight (Xu et al. 2020, Sec. 3.3).
         """
         with torch.no_grad():
             scores = [
                 torch.where(
                     pruned >= 0, -1.0 / (2.0 + pruned.double()), F.softmax(alpha.double(), dim=-1)
                 )
-                for alpha, pruned in zip(self.arch_parameters(), self.pruned_masks())
+                for alpha, pruned in zip(self.alphas(), self.pruned_masks())
             ]
+            edge_weights = self.edge_weights()
+            if edge_weights[0] is not None:
+                scores = [s * e.double().unsqueeze(-1) for s, e in zip(scores, edge_weights)]
             return derive_genotype(self.space, scores)
+
+
+def check_partial_channels(space: CellSpace, channels: int, partial_channels: int) -> None:
+    """Raise NasError unless every cell's channels split into K equal parts that its ops accept."""
+    if partial_channels < 1:
+        raise NasError(f"model.partial_channels must be 1 (off) or more, got {partial_channels}")
+    if partial_channels == 1:
+        return
+    if channels % partial_channels:
+        raise NasError(
+            f"model.partial_channels={partial_channels} must divide model.channels={channels} "
+            "(each mixed op sees channels / partial_channels of them)"
+        )
+    searched = channels // partial_channels
+    if "skip_connect" in space.ops and searched % 2:
+        raise NasError(
+            f"model.channels / model.partial_channels = {searched} must be even: the stride-2 "
+            "skip (FactorizedReduce) splits the searched channels in two; pick another K or C"
+        )
+
+
+def _checkpointed(
+    cell: SearchCell,
+    s0: torch.Tensor,
+    s1: torch.Tensor,
+    weights: torch.Tensor,
+    edge_weights: torch.Tensor | None,
+) -> torch.Tensor:
+    """`cell(s0, s1, weights, edge_weights)`, its activations recomputed in the backward pass.
+
+    Under `functional_call` (the second-order step's virtual weights) the recomputation runs
+    after `functional_call` has returned, so the cell's current parameter tensors go in as
+    explicit inputs and are put back for it. Otherwise (first order, the weight step) the cell
+    is checkpointed as it is: swapping hundreds of parameters per cell costs time.
+    """
+    parameters = dict(cell.named_parameters())
+    if all(isinstance(value, nn.Parameter) for value in parameters.values()):
+        return checkpoint(cell, s0, s1, weights, edge_weights, use_reentrant=False)
+    names, values = zip(*parameters.items())
+
+    def run(s0, s1, weights, edge_weights, *values):
+        return functional_call(cell, dict(zip(names, values)), (s0, s1, weights, edge_weights))
+
+    return checkpoint(run, s0, s1, weights, edge_weights, *values, use_reentrant=False)
 
 
 def _use_batch_statistics(module: nn.Module) -> None:
