@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from nas.config import StrategyConfig
 from nas.errors import NasError
-from nas.spaces import get_space
+from nas.ops import OPS, OpDef, ReLUConvBN
+from nas.spaces import CellSpace, get_space
 from nas.strategies.darts import unrolled_alpha_grads
 from nas.supernet import SearchNetwork
 from nas.supernet.partial import merge_partial
@@ -61,6 +62,28 @@ def _assert_same(reference: SearchNetwork, other: SearchNetwork, train: bool = T
 def test_fast_path_matches_reference(space: str, prune: bool, train: bool) -> None:
     reference = _network(space, prune)
     _assert_same(reference, copy.deepcopy(reference).use_fast_path(), train)
+
+
+def _one_op_space(op: str) -> CellSpace:
+    ops = ("none", op) if op == "skip_connect" else ("none", op, "skip_connect")
+    return CellSpace(name=f"only_{op}", ops=ops, num_nodes=2)
+
+
+@pytest.mark.parametrize("op", [name for name in OPS.names() if name != "none"])
+def test_fast_path_matches_reference_for_every_op(op: str) -> None:
+    """Conformance: every registered op computes the same on both paths (a new op included)."""
+    torch.manual_seed(0)
+    reference = SearchNetwork(_one_op_space(op), 3, 5, channels=4, layers=3)
+    _assert_same(reference, copy.deepcopy(reference).use_fast_path())
+
+
+def test_an_op_without_a_grouped_form_runs_per_edge(monkeypatch) -> None:
+    monkeypatch.setitem(
+        OPS._items, "conv_3x3", OpDef("conv_3x3", lambda c, s, a: ReLUConvBN(c, c, 3, s, 1, a))
+    )
+    torch.manual_seed(0)
+    reference = SearchNetwork(_one_op_space("conv_3x3"), 3, 5, channels=4, layers=3)
+    _assert_same(reference, copy.deepcopy(reference).use_fast_path())
 
 
 @pytest.mark.parametrize("prune", [False, True])

@@ -12,7 +12,8 @@ tiny calls whose fixed cost dominates. Here the E edges that leave one state are
   one batched matmul and their affine-free BatchNorms one call (BN normalises each channel on its
   own, so one call over all channels equals the per-edge calls). The second layers of the
   separable convs are again one call each. dil_conv_5x5 and the stride-2 skip
-  (FactorizedReduce) run grouped over the E edges the same way.
+  (FactorizedReduce) run grouped over the E edges the same way. Any other op with parameters (a
+  newly registered one, say) runs once per edge, as on the reference path.
 - The outputs are weighed by their mixing weights in one multiply per group and summed into one
   (N, E, C, H, W) tensor, whose slices feed the nodes.
 - PC-DARTS: every edge leaving a state searches the same first C/K channels, so the above runs
@@ -112,8 +113,10 @@ def _edges_from(
             if isinstance(ops[0], FactorizedReduce):  # 1x1 convs: NCHW is as fast, no copies
                 relu = F.relu(x) if relu is None else relu
                 terms.append((members, _factorized_reduce_grouped(relu, ops)))
-            else:
+            elif isinstance(ops[0], DilConv | SepConv):
                 terms.append((members, _grouped(relu_cl, ops)))
+            else:  # an op without a grouped form: one call per edge, as the reference path
+                terms.append((members, torch.stack([op(x) for op in ops], dim=1)))
     if not terms:  # only `none` left on these edges
         zero = mixed[0].ops[next(iter(mixed[0].ops))](x)
         return zero.unsqueeze(1).expand(-1, len(edges), -1, -1, -1)
@@ -180,8 +183,6 @@ def _grouped(relu_x: torch.Tensor, ops: list[nn.Module]) -> torch.Tensor:
     """k same-type parametric ops applied to the same (ReLU'd) input, as one call per layer;
     returns their outputs stacked as (N, k, C, H', W').
     """
-    if not isinstance(ops[0], DilConv | SepConv):
-        raise TypeError(f"the fast path has no grouped form of {type(ops[0]).__name__}")
     first = [op[0] for op in ops] if isinstance(ops[0], SepConv) else ops
     x = _dil_grouped(relu_x, first, shared_input=True, embed=False)
     if isinstance(ops[0], SepConv):
