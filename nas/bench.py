@@ -164,6 +164,7 @@ def compare_paths(rounds: int = 3, **settings: Any) -> dict[str, Any]:
         report[f"{path}_ms_per_iter"] = median[path]
         report[f"{path}_images_per_s"] = 1000 * batch_images / median[path]
         report[f"{path}_runs_ms"] = times[path]
+        report[f"{path}_saved_for_backward_mb"] = results[path].saved_for_backward_mb
     report["ms_per_iter"] = median["fast"]
     report["images_per_s"] = report["fast_images_per_s"]
     report["speedup"] = median["reference"] / median["fast"]

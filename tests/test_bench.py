@@ -32,3 +32,26 @@ def test_bench_supernet_rejects_a_batch_of_one(capsys) -> None:
     assert main(["bench", "supernet", "--batch", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["nas: error: --batch must be at least 2 (BatchNorm needs it)"]
+
+
+def _bench_json(capsys, *extra: str) -> dict:
+    args = ["bench", "supernet", "--size", "8", "--channels", "4", "--layers", "3",
+            "--batch", "4", "--iterations", "1", "--warmup", "0", "--json", *extra]  # fmt: skip
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_bench_supernet_compare_reports_both_paths_and_the_speedup(capsys) -> None:
+    result = _bench_json(capsys, "--compare", "--rounds", "1")
+    assert len(result["reference_runs_ms"]) == len(result["fast_runs_ms"]) == 1
+    speedup = result["reference_ms_per_iter"] / result["fast_ms_per_iter"]
+    assert result["speedup"] == speedup and result["ms_per_iter"] == result["fast_ms_per_iter"]
+
+
+def test_bench_memory_options_cut_what_is_saved_for_backward(capsys) -> None:
+    plain = _bench_json(capsys)["saved_for_backward_mb"]
+    partial = _bench_json(capsys, "--partial-channels", "2")
+    checkpointed = _bench_json(capsys, "--checkpoint")
+    assert partial["partial_channels"] == 2 and checkpointed["checkpoint_cells"]
+    assert partial["saved_for_backward_mb"] < 0.75 * plain
+    assert checkpointed["saved_for_backward_mb"] < 0.5 * plain
