@@ -108,7 +108,7 @@ def _open(setup: _Plan, args: argparse.Namespace) -> Any:
     storage, where = studies.make_storage(args.storage, setup.out)
     tune = setup.tune
     if tune.sampler == "grid":
-        size = studies.grid_size(tune.params)
+        size = len(studies.grid_points(tune.params, 0))
         if tune.trials > size:
             print(f"nas tune: the grid has {size} points; running {size} trials", file=sys.stderr)
             tune.trials = size
@@ -121,6 +121,8 @@ def _open(setup: _Plan, args: argparse.Namespace) -> Any:
         storage, setup.study_name, setup.direction,
         studies.make_sampler(tune, seed), studies.make_pruner(tune, setup.max_epochs),
     )  # fmt: skip
+    if tune.sampler == "grid":
+        studies.enqueue_grid(study, tune.params, tune.seed)
     stale = studies.recover_stale_trials(study)
     if stale:
         print(f"nas tune: trials {stale} were left running by a stopped worker; queued again",

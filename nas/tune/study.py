@@ -5,6 +5,7 @@ optuna is imported here only, and only when a study is opened (the `hpo` extra).
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from pathlib import Path
@@ -52,13 +53,12 @@ def make_storage(storage: str | None, out: Path) -> tuple[Any, str]:
 
 
 def make_sampler(tune: TuneConfig, seed: int) -> Any:
-    """random, grid or TPE, seeded with `seed`."""
+    """random or TPE, seeded with `seed`; the grid is random sampling of queued points (see
+    `enqueue_grid`).
+    """
     optuna = import_optuna()
-    if tune.sampler == "random":
+    if tune.sampler in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
-    if tune.sampler == "grid":
-        space = {key: spec.grid_values() for key, spec in tune.params.items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
     # constant_liar: workers running in parallel see each other's running trials as bad, so
     # they do not all sample the same point (optuna's recommendation for distributed TPE).
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
@@ -82,12 +82,25 @@ def make_pruner(tune: TuneConfig, max_epochs: int | None) -> Any:
     )
 
 
-def grid_size(specs: dict[str, ParamSpec]) -> int:
-    """How many points the grid sampler has."""
-    size = 1
-    for spec in specs.values():
-        size *= len(spec.grid_values())
-    return size
+def grid_points(specs: dict[str, ParamSpec], seed: int) -> list[dict[str, Any]]:
+    """Every point of the grid, in an order shuffled by `seed`."""
+    import random
+
+    keys = list(specs)
+    points = [dict(zip(keys, values))
+              for values in itertools.product(*(specs[k].grid_values() for k in keys))]  # fmt: skip
+    random.Random(seed).shuffle(points)
+    return points
+
+
+def enqueue_grid(study: Any, specs: dict[str, ParamSpec], seed: int) -> None:
+    """Queue every grid point the study has not seen yet.
+
+    Queued trials instead of optuna's GridSampler: its end-of-grid `study.stop()` only works
+    inside `study.optimize`, and a queue is shared by workers and survives a resume.
+    """
+    for point in grid_points(specs, seed):
+        study.enqueue_trial(point, skip_if_exists=True)
 
 
 def open_study(storage: Any, name: str, direction: str, sampler: Any, pruner: Any) -> Any:
