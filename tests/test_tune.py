@@ -236,7 +236,11 @@ def test_tune_writes_trials_best_yaml_hparams_plot_and_resumes(tmp_path, capsys)
         run = out / f"trial-{trial.number:04d}"
         saved = yaml.safe_load((run / "config.yaml").read_text())
         assert saved["train"]["lr"] == trial.params["train.lr"]
-        assert [row["epoch"] for row in jsonl_rows(run)][-1] == len(trial.intermediate_values)
+        rows = jsonl_rows(run)
+        assert [row["epoch"] for row in rows][-1] == len(trial.intermediate_values)
+        # Trials select on held-out training data (tune.holdout), never on the test split.
+        assert "val_acc" in rows[0] and "test_acc" not in rows[0]
+        assert trial.intermediate_values[1] == rows[0]["val_acc"]
     best = TrainConfig()
     apply_dict(best, yaml.safe_load((out / "best.yaml").read_text()), "best.yaml")
     assert best.train.lr == study.best_params["train.lr"] and best.run.out is None
@@ -256,6 +260,22 @@ def test_tune_writes_trials_best_yaml_hparams_plot_and_resumes(tmp_path, capsys)
     assert "continuing, 3 of 3 trials done" in capsys.readouterr().err
     assert main([*command, "--set", "train.momentum=0.5"]) == 2  # another study: refused
     assert "changed: train.momentum" in capsys.readouterr().err
+
+
+def test_train_trials_hold_out_part_of_the_training_split() -> None:
+    from nas.data import load_dataset
+    from nas.published import load_genotype
+    from nas.tune.holdout import holdout_train_task
+
+    config = trial_config(_train_command(), TINY, [], {})
+    task = holdout_train_task(config, load_genotype("DARTS_V2"), CPU, 0.25)
+    whole = load_dataset(config.data)
+    train, held = task.data.train.tensors[0], task.data.test.tensors[0]
+    assert len(train) + len(held) == len(whole.train)
+    assert len(held) == round(0.25 * len(whole.train))
+    rows = {tuple(x.flatten().tolist()) for x in whole.train.tensors[0]}
+    assert all(tuple(x.flatten().tolist()) in rows for x in held)  # taken from training data
+    assert set(task.evaluate()) == {"val_loss", "val_acc"}
 
 
 def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, capsys) -> None:

@@ -6,7 +6,7 @@ To make another command tunable (for example `nas grow`), register a `TunableCom
     def _grow() -> TunableCommand:
         from nas.config import GrowConfig
 
-        return TunableCommand(GrowConfig, "val_acc", ("val_acc", "val_loss"), _build_grow)
+        return TunableCommand(GrowConfig, lambda tune: ("val_acc", "val_loss"), _build_grow)
 
 The entry is a factory, so registering imports nothing heavy.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from nas.errors import NasError
 from nas.registry import Registry
+from nas.tune.config import TuneConfig
 
 # Every Task's engine record also has these.
 TRAIN_METRICS = ("train_loss", "train_acc")
@@ -29,15 +30,15 @@ TRAIN_METRICS = ("train_loss", "train_acc")
 class TunableCommand:
     """How `nas tune` runs one trial of a command.
 
-    `build(config, runtime, run_dir)` is called on every process with the trial's resolved config
-    and returns the engine Task; it may write files into `run_dir` on the main process.
-    `metrics` are the keys of the per-epoch record the objective may read; `metric` the default.
+    `build(config, runtime, run_dir, tune)` is called on every process with the trial's resolved
+    config and the study settings, and returns the engine Task; it may write files into `run_dir`
+    on the main process. `metrics(tune)` are the keys of the per-epoch record the objective may
+    read, the default first.
     """
 
     config_class: type
-    metric: str
-    metrics: tuple[str, ...]
-    build: Callable[[Any, Any, Path], Any]
+    metrics: Callable[[TuneConfig], tuple[str, ...]]
+    build: Callable[[Any, Any, Path, TuneConfig], Any]
     # Shown under best.yaml: how to reproduce the best trial.
     reproduce: str = ""
 
@@ -50,7 +51,7 @@ def _search() -> TunableCommand:
     from nas.config import Config
 
     return TunableCommand(
-        Config, "val_acc", ("val_acc", "val_loss", *TRAIN_METRICS), _build_search,
+        Config, lambda tune: ("val_acc", "val_loss", *TRAIN_METRICS), _build_search,
         reproduce="nas search --config best.yaml",
     )  # fmt: skip
 
@@ -59,9 +60,13 @@ def _search() -> TunableCommand:
 def _train() -> TunableCommand:
     from nas.config import TrainConfig
 
-    metrics = ("test_acc", "test_loss", "best_test_acc", *TRAIN_METRICS)
+    def metrics(tune: TuneConfig) -> tuple[str, ...]:
+        if tune.holdout > 0:
+            return ("val_acc", "val_loss", "best_val_acc", *TRAIN_METRICS)
+        return ("test_acc", "test_loss", "best_test_acc", *TRAIN_METRICS)
+
     return TunableCommand(
-        TrainConfig, "test_acc", metrics, _build_train, reproduce="nas train --config best.yaml"
+        TrainConfig, metrics, _build_train, reproduce="nas train --config best.yaml"
     )
 
 
@@ -70,15 +75,16 @@ def get_command(name: str) -> TunableCommand:
     return TUNABLE_COMMANDS.get(name)()
 
 
-def _build_search(config: Any, runtime: Any, run_dir: Path) -> Any:
+def _build_search(config: Any, runtime: Any, run_dir: Path, tune: TuneConfig) -> Any:
     from nas.search import SearchTask
 
     return SearchTask(config, runtime)
 
 
-def _build_train(config: Any, runtime: Any, run_dir: Path) -> Any:
+def _build_train(config: Any, runtime: Any, run_dir: Path, tune: TuneConfig) -> Any:
     from nas.published import load_genotype
     from nas.train import TrainTask
+    from nas.tune.holdout import holdout_train_task
 
     if config.model.genotype is None:
         raise NasError(
@@ -86,7 +92,10 @@ def _build_train(config: Any, runtime: Any, run_dir: Path) -> Any:
             "...), a genotype.json or a search run directory"
         )
     genotype = load_genotype(config.model.genotype)
-    task = TrainTask(config, genotype, runtime)
+    if tune.holdout > 0:  # select on held-out training data, not on the test split
+        task = holdout_train_task(config, genotype, runtime, tune.holdout)
+    else:
+        task = TrainTask(config, genotype, runtime)
     if runtime.is_main:
         genotype.save(run_dir / "genotype.json")
     return task

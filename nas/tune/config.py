@@ -67,9 +67,10 @@ class ParamSpec:
 class TuneConfig:
     """Study settings (the `tune:` section).
 
-    `metric` defaults to the command's (search: val_acc, train: test_acc); `direction` defaults to
-    minimize for a metric ending in `loss`, else maximize. ASHA and Hyperband count epochs:
-    `min_epochs` is the first rung, `reduction_factor` the ratio between rungs.
+    `metric` defaults to the command's val_acc (search: the alpha split; train: the `holdout`
+    fraction of the training split, or test_acc with holdout 0); `direction` defaults to minimize
+    for a metric ending in `loss`, else maximize. ASHA and Hyperband count epochs: `min_epochs` is
+    the first rung, `reduction_factor` the ratio between rungs.
     """
 
     command: str = "search"
@@ -82,6 +83,7 @@ class TuneConfig:
     min_epochs: int = 1
     reduction_factor: int = 3
     study: str | None = None
+    holdout: float = 0.2
     params: dict[str, ParamSpec] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +121,10 @@ def set_tune_value(tune: TuneConfig, name: str, value: Any) -> None:
         minimum = {"trials": 1, "seed": 0, "min_epochs": 1, "reduction_factor": 2}[name]
         if value < minimum:
             raise NasError(f"tune.{name} must be at least {minimum}, got {value}")
+    elif name == "holdout":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+            raise NasError(f"tune.holdout must be a fraction in [0, 1), got {value!r}")
+        value = float(value)
     elif name == "params":
         raise NasError("tune.params is declared in the --config file, not with --set")
     elif value is not None and not isinstance(value, str):

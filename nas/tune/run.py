@@ -69,11 +69,12 @@ def plan(args: argparse.Namespace) -> _Plan:
         overrides.append(f"run.device={args.device}")
     if tune.command != command_name:
         raise NasError("tune.command chooses the config's sections: set it in the --config file")
-    metric = tune.metric or command.metric
-    if metric not in command.metrics:
+    metrics = command.metrics(tune)
+    metric = tune.metric or metrics[0]
+    if metric not in metrics:
         raise NasError(
-            f"tune.metric {metric!r} is not reported by nas {tune.command}; choose one of "
-            f"{', '.join(command.metrics)}"
+            f"tune.metric {metric!r} is not reported by nas {tune.command} trials; choose one of "
+            f"{', '.join(metrics)}"
         )
     direction = tune.direction or ("minimize" if metric.endswith("loss") else "maximize")
     config = trial_config(command, base, overrides, {})  # the config must be valid untuned
@@ -190,7 +191,7 @@ def _run_one(setup: _Plan, job: dict[str, Any], runtime: Any,
     run_dir = setup.out / f"trial-{job['number']:04d}"
     try:
         config = trial_config(setup.command, setup.base, setup.overrides, job["params"])
-        record = run_trial(setup.command, config, run_dir, runtime, reporter)
+        record = run_trial(setup.command, setup.tune, config, run_dir, runtime, reporter)
     except TrialPruned:
         return "pruned", None, ""
     except Exception as err:  # noqa: BLE001 - a failed trial must not stop the study

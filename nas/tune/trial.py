@@ -11,7 +11,7 @@ from typing import Any
 from nas.config import apply_dict, parse_assignment, validate
 from nas.errors import NasError
 from nas.tune.commands import TunableCommand
-from nas.tune.config import ParamSpec
+from nas.tune.config import ParamSpec, TuneConfig
 
 
 class TrialPruned(Exception):
@@ -82,7 +82,12 @@ class EpochReporter:
 
 
 def run_trial(
-    command: TunableCommand, config: Any, run_dir: Path, runtime: Any, reporter: EpochReporter
+    command: TunableCommand,
+    tune: TuneConfig,
+    config: Any,
+    run_dir: Path,
+    runtime: Any,
+    reporter: EpochReporter,
 ) -> dict[str, Any]:
     """Train the trial's run in `run_dir` through the engine; its last epoch's record.
 
@@ -98,7 +103,7 @@ def run_trial(
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(config, run_dir, runtime.world_size)
-    task = command.build(config, runtime, run_dir)
+    task = command.build(config, runtime, run_dir, tune)
     logger = RunLogger(run_dir, enabled=runtime.is_main)
     engine = Engine(task, runtime, logger, run_dir, config.run.epochs, epoch_hooks=[reporter])
     try:
