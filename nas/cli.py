@@ -219,6 +219,9 @@ def _tune_parser(commands: Any) -> None:
     tune.add_argument("--sampler", help="random, grid or tpe (tune.sampler)")
     tune.add_argument("--pruner", help="none, asha or hyperband (tune.pruner)")
     tune.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="start no trial after this (tune.timeout)"
+    )
+    tune.add_argument(
         "--storage", metavar="URL_OR_FILE",
         help="an RDB URL (postgresql://...) or a journal file shared by several workers "
         "(default: SQLite in --out)",

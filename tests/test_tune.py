@@ -109,6 +109,8 @@ def test_bad_declarations_name_the_field(params: dict, message: str) -> None:
         ({"sampler": "cmaes", "params": {"train.lr": LR}}, "tune.sampler must be one of random"),
         ({"pruner": "median", "params": {"train.lr": LR}}, "tune.pruner must be one of none"),
         ({"trials": 0, "params": {"train.lr": LR}}, "tune.trials must be at least 1"),
+        ({"timeout": 0, "params": {"train.lr": LR}}, "tune.timeout must be a positive number"),
+        ({"holdout": 1, "params": {"train.lr": LR}}, r"tune.holdout must be a fraction"),
     ],
 )  # fmt: skip
 def test_bad_tune_settings_are_errors(section: dict, message: str) -> None:
@@ -320,6 +322,12 @@ def test_declaration_errors_and_missing_optuna_are_one_line_errors(
     good = _config(tmp_path, {"train.lr": LR})
     assert main(["tune", "--config", str(good), "--out", str(tmp_path / "b")]) == 2
     assert "install the hpo extra: pip install 'nasforge[hpo]'" in capsys.readouterr().err
+
+
+def test_no_trial_starts_after_the_timeout(tmp_path, capsys) -> None:
+    config, out = _config(tmp_path, {"train.lr": LR}), tmp_path / "study"
+    assert main(["tune", "--config", str(config), "--out", str(out), "--timeout", "1e-9"]) == 0
+    assert _study(out).trials == [] and "no trial completed yet" in capsys.readouterr().out
 
 
 def test_import_nas_and_the_cli_do_not_import_optuna() -> None:

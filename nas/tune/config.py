@@ -84,6 +84,8 @@ class TuneConfig:
     reduction_factor: int = 3
     study: str | None = None
     holdout: float = 0.2
+    # Seconds after which this worker starts no new trial (the running one ends); None: no limit.
+    timeout: float | None = None
     params: dict[str, ParamSpec] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +127,10 @@ def set_tune_value(tune: TuneConfig, name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
             raise NasError(f"tune.holdout must be a fraction in [0, 1), got {value!r}")
         value = float(value)
+    elif name == "timeout":
+        ok = value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+        if not ok or (value is not None and value <= 0):
+            raise NasError(f"tune.timeout must be a positive number of seconds, got {value!r}")
     elif name == "params":
         raise NasError("tune.params is declared in the --config file, not with --set")
     elif value is not None and not isinstance(value, str):

@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from nas.tune.config import TuneConfig, parse_tune_section, set_tune_value
 from nas.tune.trial import EpochReporter, TrialPruned, run_trial, suggest, trial_config
 
 # What may differ between the tune.yaml of a study and a later run of it.
-RESUMABLE_CHANGES = {"tune.trials", "run.device"}
+RESUMABLE_CHANGES = {"tune.trials", "tune.timeout", "run.device"}
 
 
 @dataclass
@@ -62,7 +63,7 @@ def plan(args: argparse.Namespace) -> _Plan:
             set_tune_value(tune, key.removeprefix("tune."), value)
         else:
             overrides.append(text)
-    for name in ("trials", "sampler", "pruner"):
+    for name in ("trials", "sampler", "pruner", "timeout"):
         if getattr(args, name) is not None:
             set_tune_value(tune, name, getattr(args, name))
     if args.device is not None:
@@ -146,6 +147,8 @@ def _loop(setup: _Plan, study: Any, runtime: Any) -> int:
     from nas.tune.report import HparamsLog
 
     bar, hparams = None, HparamsLog(setup.out / "tb")
+    started = time.monotonic()
+    timeout = setup.tune.timeout
     if runtime.is_main:
         done = len(studies.counted_trials(study))
         bar = tqdm(total=setup.tune.trials, initial=min(done, setup.tune.trials), desc="trials",
@@ -153,7 +156,8 @@ def _loop(setup: _Plan, study: Any, runtime: Any) -> int:
         _show_best(bar, study)
     while True:
         trial, job = None, None
-        if runtime.is_main and len(studies.counted_trials(study)) < setup.tune.trials:
+        in_time = timeout is None or time.monotonic() - started < timeout
+        if runtime.is_main and in_time and len(studies.counted_trials(study)) < setup.tune.trials:
             trial = studies.start_trial(study)
             job = {"number": trial.number, "params": suggest(trial, setup.tune.params)}
         job = runtime.broadcast_object(job)
