@@ -20,6 +20,7 @@ from nas.config import load_yaml, parse_assignment
 from nas.errors import NasError
 from nas.tune.commands import TunableCommand, get_command
 from nas.tune.config import TuneConfig, parse_tune_section, set_tune_value
+from nas.tune.study import grid_points
 from nas.tune.trial import EpochReporter, TrialPruned, run_trial, suggest, trial_config
 
 # What may differ between the tune.yaml of a study and a later run of it.
@@ -70,6 +71,8 @@ def plan(args: argparse.Namespace) -> _Plan:
         overrides.append(f"run.device={args.device}")
     if tune.command != command_name:
         raise NasError("tune.command chooses the config's sections: set it in the --config file")
+    if tune.sampler == "grid":
+        grid_points(tune.params, tune.seed)  # every parameter must have finitely many values
     metrics = command.metrics(tune)
     metric = tune.metric or metrics[0]
     if metric not in metrics:
@@ -110,7 +113,7 @@ def _open(setup: _Plan, args: argparse.Namespace) -> Any:
     storage, where = studies.make_storage(args.storage, setup.out)
     tune = setup.tune
     if tune.sampler == "grid":
-        size = len(studies.grid_points(tune.params, 0))
+        size = len(grid_points(tune.params, tune.seed))
         if tune.trials > size:
             print(f"nas tune: the grid has {size} points; running {size} trials", file=sys.stderr)
             tune.trials = size
