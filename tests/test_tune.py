@@ -20,6 +20,7 @@ from nas.errors import NasError
 from nas.logging import RunLogger
 from nas.runtime import Engine, StepResult, Task
 from nas.runtime.dist import Runtime
+from nas.tune.commands import TUNABLE_COMMANDS
 from nas.tune.config import ParamSpec, parse_params, parse_tune_section
 from nas.tune.trial import EpochReporter, TrialPruned, suggest, trial_config
 from tests.conftest import jsonl_rows, run_nas
@@ -262,6 +263,34 @@ def test_tune_writes_trials_best_yaml_hparams_plot_and_resumes(tmp_path, capsys)
     assert "continuing, 3 of 3 trials done" in capsys.readouterr().err
     assert main([*command, "--set", "train.momentum=0.5"]) == 2  # another study: refused
     assert "changed: train.momentum" in capsys.readouterr().err
+
+
+# One tiny config and one tuned field per tunable command: a command registered without an entry
+# here fails the test below.
+COMMAND_CASES = {
+    "search": ({"data": {**TINY["data"], "batch_size": 8},
+                "model": {"space": "tiny", "layers": 3, "channels": 4},
+                "run": {"epochs": 2, "device": "cpu"}}, "strategy.weight_lr"),
+    "train": (TINY, "train.lr"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TUNABLE_COMMANDS.names())
+def test_every_tunable_command_runs_a_trial_that_reports_each_epoch(tmp_path, name) -> None:
+    sections, field = COMMAND_CASES[name]
+    data = {**sections, "tune": {"command": name, "trials": 1, "sampler": "random",
+                                 "params": {field: LR}}}  # fmt: skip
+    config, out = tmp_path / "tiny.yaml", tmp_path / "study"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["tune", "--config", str(config), "--out", str(out)]) == 0
+    (trial,) = _study(out).trials
+    assert trial.state.name == "COMPLETE", trial.user_attrs
+    rows = jsonl_rows(out / "trial-0000")
+    assert trial.intermediate_values == {row["epoch"]: row["val_acc"] for row in rows}
+    assert trial.value == rows[-1]["val_acc"] and len(rows) == 2
+    saved = yaml.safe_load((out / "trial-0000" / "config.yaml").read_text())
+    section, key = field.split(".")
+    assert saved[section][key] == trial.params[field]
 
 
 def test_train_trials_hold_out_part_of_the_training_split() -> None:
