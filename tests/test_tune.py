@@ -226,6 +226,7 @@ def test_a_metric_the_command_does_not_log_is_an_error(tmp_path) -> None:
 # --- the command ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tune_writes_trials_best_yaml_hparams_plot_and_resumes(tmp_path, capsys) -> None:
     config, out = _config(tmp_path, {"train.lr": LR}, trials=2), tmp_path / "study"
     command = ["tune", "--config", str(config), "--out", str(out)]
