@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/export)")
     export.set_defaults(handler=_export)
 
+    _tune_parser(commands)
+
     bench = commands.add_parser("bench", help="benchmarks (supernet step)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="WHAT")
     supernet = benches.add_parser(
@@ -210,6 +212,37 @@ def build_parser() -> argparse.ArgumentParser:
     supernet.add_argument("--json", action="store_true", help="one JSON line")
     supernet.set_defaults(handler=_bench_supernet)
     return parser
+
+
+def _tune_parser(commands: Any) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="hyperparameter search over nas search or nas train (optuna)",
+        description="Tune the fields a config declares under tune: params: with optuna "
+        "(pip install 'nasforge[hpo]'). Each trial is a run directory in --out; re-running the "
+        "same command continues the study. See docs/tuning.md.",
+    )
+    tune.add_argument("--config", metavar="FILE", help="YAML config with a tune: section")
+    tune.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        help="override a config field or a tune setting, e.g. --set tune.min_epochs=2",
+    )  # fmt: skip
+    tune.add_argument("--trials", type=int, help="trials the study should hold (tune.trials)")
+    tune.add_argument("--sampler", help="random, grid or tpe (tune.sampler)")
+    tune.add_argument("--pruner", help="none, asha or hyperband (tune.pruner)")
+    tune.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="start no trial after this (tune.timeout)"
+    )
+    tune.add_argument(
+        "--storage", metavar="URL_OR_FILE",
+        help="an RDB URL (postgresql://...) or a journal file shared by several workers "
+        "(default: SQLite in --out)",
+    )  # fmt: skip
+    tune.add_argument("--study", metavar="NAME", help="study name (default: the config's name)")
+    tune.add_argument("--out", metavar="DIR", help="study directory (default: runs/tune-NAME)")
+    tune.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    _launch_arguments(tune)
+    tune.set_defaults(handler=_tune)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +476,12 @@ def _summary(args: argparse.Namespace) -> int:
         "linear layers, one image)"
     )
     return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from nas.tune.run import tune_main
+
+    return tune_main(args)
 
 
 def _bench_supernet(args: argparse.Namespace) -> int:

@@ -95,11 +95,18 @@ class TrainTask(Task):
 
     divergence_hint = "--set train.lr=..."
 
-    def __init__(self, config: TrainConfig, genotype: Genotype, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        genotype: Genotype,
+        runtime: Runtime,
+        data: ImageData | None = None,
+    ) -> None:
         self.config = config
         self.runtime = runtime
         self.genotype = genotype
-        self.data = load_dataset(config.data)
+        # `data` replaces the configured dataset (nas tune: a training split with a held-out part).
+        self.data = data if data is not None else load_dataset(config.data)
         check_batch_size(self.data.train, config.data.batch_size, "training")
         if config.data.cutout >= self.data.image_size:
             raise NasError(

@@ -7,6 +7,7 @@ import resource
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -104,6 +105,16 @@ class Runtime:
         if self.is_distributed:
             for tensor in tensors:
                 dist.broadcast(tensor.data, src=0)
+
+    def broadcast_object(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (pickled; for small objects such as a trial's
+        parameters). With one process it returns `value`.
+        """
+        if not self.is_distributed:
+            return value
+        holder = [value if self.is_main else None]
+        dist.broadcast_object_list(holder, src=0, device=self._collective_device)
+        return holder[0]
 
     @property
     def _collective_device(self) -> torch.device:

@@ -8,7 +8,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,28 @@ class Task:
         raise NotImplementedError
 
 
+# Called on every process with the epoch's metrics record, after its checkpoint; it may raise to
+# stop the run there (`nas tune` reports to the trial and raises when the pruner says so).
+EpochHook = Callable[[dict[str, Any]], None]
+
+
 class Engine:
-    """Runs a Task for `epochs` epochs with checkpoints in `run_dir/checkpoints/last.pt`."""
+    """Runs a Task for `epochs` epochs with checkpoints in `run_dir/checkpoints/last.pt`.
+
+    `epoch_hooks` are called in order after each epoch (see `EpochHook`).
+    """
 
     def __init__(
-        self, task: Task, runtime: Runtime, logger: RunLogger, run_dir: Path, epochs: int
+        self,
+        task: Task,
+        runtime: Runtime,
+        logger: RunLogger,
+        run_dir: Path,
+        epochs: int,
+        epoch_hooks: Sequence[EpochHook] = (),
     ) -> None:
         self.task = task
+        self.epoch_hooks = list(epoch_hooks)
         self.runtime = runtime
         self.logger = logger
         self.checkpoint_path = run_dir / "checkpoints" / "last.pt"
@@ -162,6 +177,8 @@ class Engine:
                 save_checkpoint(
                     self.checkpoint_path, {"epoch": epoch + 1, "task": self.task.state_dict()}
                 )
+            for hook in self.epoch_hooks:
+                hook(record)
         return record
 
     def _check_finite(self, loss: float, epoch: int, step: int | None) -> None:

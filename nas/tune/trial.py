@@ -1,0 +1,112 @@
+"""One trial: the command's config with the trial's parameters, run by the engine, reporting each
+epoch's metric to the study. Runs on every process of a DDP trial; only rank 0 talks to optuna.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from nas.config import apply_dict, parse_assignment, validate
+from nas.errors import NasError
+from nas.tune.commands import TunableCommand
+from nas.tune.config import ParamSpec, TuneConfig
+
+
+class TrialPruned(Exception):
+    """Raised by the epoch hook on every process when the pruner stops the trial."""
+
+
+def trial_config(
+    command: TunableCommand, base: dict[str, Any], overrides: list[str], params: dict[str, Any]
+) -> Any:
+    """The command's config: `base` sections < `--set` overrides < the trial's `params`, checked
+    and resolved. Raises NasError (a sampled combination the command refuses).
+    """
+    config = command.config_class()
+    apply_dict(config, base, "--config")
+    for text in overrides:
+        config.set(*parse_assignment(text))
+    for key, value in params.items():
+        config.set(key, value)
+    validate(config)
+    config.resolve()
+    return config
+
+
+def suggest(trial: Any, specs: dict[str, ParamSpec]) -> dict[str, Any]:
+    """Sample every declared parameter from an optuna trial."""
+    params: dict[str, Any] = {}
+    for key, spec in specs.items():
+        if spec.type == "categorical":
+            params[key] = trial.suggest_categorical(key, list(spec.choices))
+        elif spec.type == "int":
+            step = int(spec.step or 1)
+            params[key] = trial.suggest_int(key, spec.low, spec.high, step=step, log=spec.log)
+        else:
+            params[key] = trial.suggest_float(
+                key, spec.low, spec.high, step=spec.step, log=spec.log
+            )
+    return params
+
+
+class EpochReporter:
+    """Engine epoch hook: reports `metric` to the optuna trial and asks the pruner.
+
+    On rank 0 `trial` is the optuna trial; elsewhere it is None and the decision comes from rank
+    0 by broadcast, so every process stops at the same epoch.
+    """
+
+    def __init__(self, trial: Any, metric: str, runtime: Any) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.runtime = runtime
+        self.values: list[float] = []
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.metric not in record:
+            raise NasError(
+                f"tune.metric {self.metric!r} is not in the epoch metrics "
+                f"({', '.join(sorted(record))})"
+            )
+        value = float(record[self.metric])
+        self.values.append(value)
+        prune = False
+        if self.trial is not None:
+            if math.isfinite(value):
+                self.trial.report(value, step=int(record["epoch"]))
+            prune = self.trial.should_prune()
+        if self.runtime.broadcast_object(prune):
+            raise TrialPruned(f"pruned after epoch {record['epoch']}")
+
+
+def run_trial(
+    command: TunableCommand,
+    tune: TuneConfig,
+    config: Any,
+    run_dir: Path,
+    runtime: Any,
+    reporter: EpochReporter,
+) -> dict[str, Any]:
+    """Train the trial's run in `run_dir` through the engine; its last epoch's record.
+
+    Raises TrialPruned when the pruner stops it, and whatever the run raises.
+    """
+    from nas.logging import RunLogger
+    from nas.rundir import write_config
+    from nas.runtime import Engine
+    from nas.runtime.checkpoint import seed_everything
+
+    config.run.out = str(run_dir)
+    seed_everything(config.run.seed)
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(config, run_dir, runtime.world_size)
+    task = command.build(config, runtime, run_dir, tune)
+    logger = RunLogger(run_dir, enabled=runtime.is_main)
+    engine = Engine(task, runtime, logger, run_dir, config.run.epochs, epoch_hooks=[reporter])
+    try:
+        return engine.run(0)
+    finally:
+        logger.close()
