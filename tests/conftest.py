@@ -14,6 +14,14 @@ import torch
 from nas.spaces import get_space
 from nas.supernet import SearchNetwork
 
+# One thread per process, in this one and in the CLI runs and DDP workers it starts (they inherit
+# the variable). The suite runs such processes side by side on 2 cores, and two-thread torch
+# processes side by side stall each other in OpenMP spin-waits: a tiny ASAP search that takes
+# 5.8 s of CPU with one thread took 94 s with two next to other jobs. The networks here are too
+# small to gain from a second thread.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
