@@ -13,6 +13,7 @@ from nas.adanet import GENERATORS, DataShape, Ensemble, load_ensemble, objective
 from nas.adanet.candidates import Candidate
 from nas.adanet.config import AdaNetConfig, GrowConfig
 from nas.adanet.ensemble import mix, penalty, validate_ensemble
+from nas.adanet.schedule import assign, num_shares, plan_round
 from nas.cli import main
 from nas.config import DataConfig, validate
 from nas.data import load_dataset
@@ -262,3 +263,47 @@ def test_killed_and_resumed_grow_matches_uninterrupted(tmp_path, fault_step, fir
     for name in ("metrics.jsonl", "candidates.jsonl"):
         assert jsonl_rows(whole, name) == jsonl_rows(killed, name)
     assert (whole / "ensemble.json").read_text() == (killed / "ensemble.json").read_text()
+
+
+def test_async_plan_balances_shares_and_fills_slack_with_forecasts() -> None:
+    assert [num_shares(w, k) for w, k in [(2, 2), (4, 3), (1, 5), (6, 4), (2, 1)]] == [
+        2,
+        2,
+        1,
+        3,
+        1,
+    ]
+    assert assign([5.0, 1.0, 3.0], 2) == [0, 1, 1]  # longest first, to the least loaded share
+    # share 0 is busy 4 x 10 = 40, share 1 only 4 x 4 = 16: 24 of slack for forecasts of cost 5
+    regular = [("a", 10.0, 4, 0), ("b", 4.0, 4, 1), ("done", 3.0, 0, 1)]
+    plan = plan_round(regular, [("f", 5.0, 100), ("g", 5.0, 100)], shares=2)
+    assert plan.work == [[("a", 4)], [("b", 4), ("f", 4)]]
+    assert (plan.forecast_steps, plan.owner("f"), plan.owner("g"), plan.owner("done")) == (
+        4, 1, None, None,
+    )  # fmt: skip
+    capped = plan_round(regular, [("f", 5.0, 2)], shares=2)  # its step budget is nearly spent
+    assert capped.work[1] == [("b", 4), ("f", 2)]
+    assert plan_round(regular[:1], [("f", 1.0, 9)], shares=1).forecast_steps == 0  # no slack
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_async_schedule_on_two_processes_grows_the_sync_ensemble(tmp_path) -> None:
+    args = [*SMALL, "--dataset", "digits", "--epochs", "3", "--set", "adanet.widths=[128]",
+            "--nproc-per-node", "2"]  # fmt: skip
+    runs = {}
+    for schedule in ("sync", "async"):
+        run = tmp_path / schedule
+        result = run_nas(*args, "--schedule", schedule, "--out", str(run))
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[schedule] = (load_ensemble(run)[1], jsonl_rows(run)[-1])
+    (sync, sync_end), (grown, end) = runs["sync"], runs["async"]
+    # Candidates are functions of their seed and steps, not of where they ran: the same
+    # ensemble up to float summation order (1 process x 2B instead of 2 x B per step).
+    assert [m["architecture"] for m in grown["members"]] == [
+        m["architecture"] for m in sync["members"]
+    ]
+    assert end["test_acc"] == pytest.approx(sync_end["test_acc"], abs=0.02)
+    assert end["leader_guesses"] == 1 and end["forecast_steps"] > 0  # shares had slack
+    assert sync_end["forecast_steps"] == 0
+    assert 0 <= end["forecast_steps_adopted"] <= end["forecast_steps"]

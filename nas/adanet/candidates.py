@@ -21,6 +21,7 @@ from torch.utils.data import TensorDataset
 from nas.adanet.config import AdaNetConfig
 from nas.adanet.ensemble import Ensemble
 from nas.adanet.generators import SubnetworkGenerator
+from nas.adanet.schedule import step_cost
 from nas.data import loader
 from nas.runtime.dist import Runtime
 
@@ -50,6 +51,9 @@ class Candidate:
         self.architecture = architecture
         self.key = architecture_key(architecture)
         self.iteration = iteration
+        # Unique among the candidates of this and the next iteration (a forecast may share
+        # its architecture with a candidate of the current iteration).
+        self.name = f"{iteration}/{self.key}"
         self.seed = zlib.crc32(f"{run_seed}/{iteration}/{self.key}".encode())
         reads = [ensemble.members[i].hidden_size for i in architecture["reads"]]
         with torch.random.fork_rng(devices=[]):  # the run's own RNG stream is left untouched
@@ -61,6 +65,7 @@ class Candidate:
         self.complexity = generator.complexity(architecture)
         self.gamma = config.complexity_weight * self.complexity + config.complexity_bias
         self.cost = generator.cost(architecture, reads)
+        self.step_cost = step_cost(self.cost, architecture["depth"])  # for the async plan
         self.steps = 0
         self.val_loss = float("inf")  # own held-out loss after the last round
         self.val_acc = 0.0

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Fixed cost of one step besides its multiply-adds (Python, optimiser, kernel launches), in
-# multiply-adds per sample. Measured on the development machine (2 CPU cores, torch 2.13):
-# the step time of MLP candidates of batch 64 on digits fits a + b * madds with a / b of about
-# this value, so shallow candidates are not taken for nearly free.
-STEP_OVERHEAD_MADDS = 20_000.0
+# The time of one training step modelled in multiply-adds per sample: a fixed part (Python,
+# optimiser, kernel launches) and a part per layer, besides the multiply-adds themselves.
+# Fitted on the development machine (2 CPU cores, torch 2.13, one thread, batch 128 on digits):
+# MLP steps took 0.39-0.57 ms at width 16 (depth 1-3), 0.54-1.08 ms at width 128 and
+# 0.92-5.7 ms at width 512 (`python experiments/adanet_step_time.py`).
+STEP_OVERHEAD_MADDS = 30_000.0
+LAYER_OVERHEAD_MADDS = 10_000.0
 
 
 def num_shares(world_size: int, candidates: int) -> int:
@@ -26,9 +28,11 @@ def num_shares(world_size: int, candidates: int) -> int:
     return max(s for s in range(1, min(world_size, candidates) + 1) if world_size % s == 0)
 
 
-def step_cost(madds: float) -> float:
-    """The modelled cost of one training step of a candidate of `madds` per sample."""
-    return madds + STEP_OVERHEAD_MADDS
+def step_cost(madds: float, depth: int) -> float:
+    """The modelled cost of one training step of a candidate of `madds` per sample and `depth`
+    hidden layers (or cells).
+    """
+    return madds + STEP_OVERHEAD_MADDS + LAYER_OVERHEAD_MADDS * (depth + 1)
 
 
 def assign(costs: list[float], shares: int) -> list[int]:

@@ -29,7 +29,7 @@ from nas.adanet.config import GrowConfig
 from nas.adanet.ensemble import Ensemble, build_ensemble, mix, objective, penalty
 from nas.adanet.generators import GENERATORS, DataShape
 from nas.adanet.outputs import IterationLog, candidate_label, evaluate_binary_auc, write_iteration
-from nas.adanet.schedule import RoundPlan, assign, num_shares, plan_round, step_cost
+from nas.adanet.schedule import RoundPlan, assign, num_shares, plan_round
 from nas.data import check_batch_size, classifier_sums, load_dataset, loader, split
 from nas.logging import RunLogger
 from nas.runtime.dist import Runtime
@@ -120,11 +120,11 @@ class GrowTask(Task):
     def _assign(self) -> None:
         """Candidates to shares, balancing the cost of the steps each has left."""
         total = self.rounds * self.steps_per_round
-        costs = [step_cost(c.cost) * (total - c.steps) for c in self.candidates]
+        costs = [c.step_cost * (total - c.steps) for c in self.candidates]
         self.owner = assign(costs, self.shares)
 
-    def _by_key(self, key: str) -> Candidate:
-        return next((c for c in self.candidates if c.key == key), None) or self.pool[key]
+    def _by_name(self, name: str) -> Candidate:
+        return next(c for c in [*self.candidates, *self.pool.values()] if c.name == name)
 
     # -- engine hooks --------------------------------------------------------------------------
 
@@ -145,15 +145,15 @@ class GrowTask(Task):
     def _candidate_round(self, round_: int) -> list[list[Candidate]]:
         target = min((round_ + 1) * self.steps_per_round, self.rounds * self.steps_per_round)
         regular = [
-            (c.key, step_cost(c.cost), max(0, target - c.steps), self.owner[i])
+            (c.name, c.step_cost, max(0, target - c.steps), self.owner[i])
             for i, c in enumerate(self.candidates)
         ]
         self._plan = plan_round(regular, self._forecasts(round_), self.shares)
         self.stats["forecast_steps"] += self._plan.forecast_steps
         self.stats["train_madds"] += self.global_batch * sum(
-            steps * self._by_key(key).cost for items in self._plan.work for key, steps in items
+            steps * self._by_name(key).cost for items in self._plan.work for key, steps in items
         )
-        work = [(self._by_key(key), steps) for key, steps in self._plan.work[self.share_index]]
+        work = [(self._by_name(key), steps) for key, steps in self._plan.work[self.share_index]]
         if self.shares == 1:  # sync: every candidate takes its step on each global batch
             longest = max((steps for _, steps in work), default=0)
             return [[c for c, steps in work if steps > i] for i in range(longest)]
@@ -179,7 +179,7 @@ class GrowTask(Task):
                 self.pool[key] = self._candidate(architecture, self.iteration + 1)
                 self.stats["forecast_candidates"] += 1
         total = self.rounds * self.steps_per_round
-        return [(k, step_cost(c.cost), total - c.steps) for k, c in self.pool.items()]
+        return [(c.name, c.step_cost, total - c.steps) for c in self.pool.values()]
 
     def _extra(self, candidate: Candidate, images: torch.Tensor) -> list[torch.Tensor]:
         reads = candidate.architecture["reads"]
@@ -281,11 +281,10 @@ class GrowTask(Task):
         """Async: every process gets the state of every candidate a share trained this round."""
         if self.shares == 1 or self._plan is None:
             return
-        for key in [c.key for c in self.candidates] + list(self.pool):
-            owner = self._plan.owner(key)
+        for candidate in [*self.candidates, *self.pool.values()]:
+            owner = self._plan.owner(candidate.name)
             if owner is None:
                 continue
-            candidate = self._by_key(key)
             source = owner * self.share.world_size
             mine = self.runtime.rank == source
             state = self.runtime.broadcast_object(candidate.state_dict() if mine else None, source)
