@@ -38,8 +38,9 @@ class AdaNetConfig:
     # Adam on each candidate's own cross-entropy for run.epochs epochs.
     lr: float = 1e-3
     weight_decay: float = 0.0
-    # Adam on the mixture weights of every candidate ensemble, mixture_epochs epochs of the
-    # held-out split (stacking: members fit the training split almost perfectly).
+    # Adam on the mixture weights of every candidate ensemble: mixture_epochs passes over the
+    # held-out split (stacking: members fit the training split almost perfectly), all in one
+    # engine epoch after the candidate rounds.
     mixture_lr: float = 0.01
     mixture_epochs: int = 20
     # Keep the best candidate even when it does not lower the objective.

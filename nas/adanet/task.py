@@ -1,12 +1,13 @@
 """`nas grow` as an engine Task: AdaNet's iterations as rounds of the one training loop.
 
-Each iteration t is `run.epochs` candidate rounds and then `adanet.mixture_epochs` mixture
-epochs, all engine epochs (so checkpoints, and exact resume, fall inside iterations too):
+Each iteration t is `run.epochs` candidate rounds and one mixture epoch (`adanet.mixture_epochs`
+passes over the held-out split), all engine epochs (so checkpoints, and exact resume, fall
+inside iterations too):
 
 1. the generator proposes candidates given the current (frozen) ensemble;
 2. candidate rounds: each candidate trains on its own cross-entropy, reading the frozen
    members' hidden layers if its architecture says so (sync: all processes; async: its share);
-3. mixture epochs: for every candidate ensemble (members + one candidate) its mixture weights
+3. mixture epoch: for every candidate ensemble (members + one candidate) its mixture weights
    are trained on the complexity-regularised objective on the held-out split, on all
    processes (as in stacking: the members fit the training split almost perfectly, so weights
    fitted there only learn to sharpen overconfident logits);
@@ -18,6 +19,7 @@ reference implementation, so candidates are independent of each other and can tr
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -60,7 +62,7 @@ class GrowTask(Task):
         check_batch_size(self.val_set, self.global_batch, "held-out (all processes together)")
         self.steps_per_round = len(self.train_set) // self.global_batch
         self.rounds = config.run.epochs
-        self.epochs_per_iteration = self.rounds + ada.mixture_epochs
+        self.epochs_per_iteration = self.rounds + 1
         self.total_epochs = ada.iterations * self.epochs_per_iteration
         self.ensemble = Ensemble(data.num_classes, ada.mixture == "vector").to(runtime.device)
         # The empty ensemble predicts uniformly: its cross-entropy is log(classes).
@@ -139,8 +141,12 @@ class GrowTask(Task):
         if self.mixtures is None:
             self._start_mixtures()
         seed = self.config.run.seed * 1009 + self.iteration
-        return loader(self.val_set, self.config.data.batch_size, True, seed, round_,
-                      shard=(self.runtime.rank, self.runtime.world_size))  # fmt: skip
+        shard = (self.runtime.rank, self.runtime.world_size)
+        return itertools.chain.from_iterable(
+            loader(self.val_set, self.config.data.batch_size, True, seed, mixture_pass,
+                   shard=shard)
+            for mixture_pass in range(self.config.adanet.mixture_epochs)
+        )  # fmt: skip
 
     def _candidate_round(self, round_: int) -> list[list[Candidate]]:
         target = min((round_ + 1) * self.steps_per_round, self.rounds * self.steps_per_round)
@@ -273,8 +279,6 @@ class GrowTask(Task):
             self._round_log = {candidate_label(c.architecture): c.val_loss for c in self.candidates}
             best = min(self.candidates, key=lambda c: c.val_loss)
             return {"candidate_val_loss": best.val_loss, "candidate_val_acc": best.val_acc}
-        if round_ < self.epochs_per_iteration - 1:
-            return {}
         return self._select()
 
     def _share_states(self) -> None:
