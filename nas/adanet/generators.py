@@ -90,13 +90,8 @@ class SubnetworkGenerator:
         raise NotImplementedError
 
 
-def _load_builtin_generators() -> None:
-    pass  # the built-ins are defined below, in this module
-
-
-GENERATORS: Registry[type[SubnetworkGenerator]] = Registry(
-    "subnetwork generator", loader=_load_builtin_generators
-)
+# The built-ins are defined below, in this module, so the registry needs no loader.
+GENERATORS: Registry[type[SubnetworkGenerator]] = Registry("subnetwork generator")
 
 
 def _positive_int(value: Any, where: str) -> int:

@@ -24,12 +24,12 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nas.adanet.candidates import Candidate, architecture_key
 from nas.adanet.config import GrowConfig
-from nas.adanet.ensemble import Ensemble, build_ensemble, mix, objective, penalty
+from nas.adanet.ensemble import Ensemble, build_ensemble
 from nas.adanet.generators import GENERATORS, DataShape
+from nas.adanet.mixture import Mixtures
 from nas.adanet.outputs import IterationLog, candidate_label, evaluate_binary_auc, write_iteration
 from nas.adanet.schedule import RoundPlan, assign, num_shares, plan_round
 from nas.data import check_batch_size, classifier_sums, load_dataset, loader, split
@@ -76,8 +76,7 @@ class GrowTask(Task):
                       "train_madds": 0.0}  # fmt: skip
         self.leader_guess: str | None = None
         self.final_metrics: dict[str, Any] = {}  # the metrics of the last finished iteration
-        self.mixtures: list[torch.nn.Parameter] | None = None
-        self.mixture_optimizer: torch.optim.Optimizer | None = None
+        self.mixtures: Mixtures | None = None  # during the mixture epoch
         self.candidates: list[Candidate] = []
         self.owner: list[int] = []
         self.shares = 1
@@ -139,7 +138,7 @@ class GrowTask(Task):
         if round_ < self.rounds:
             return self._candidate_round(round_)
         if self.mixtures is None:
-            self._start_mixtures()
+            self.mixtures = Mixtures(self.ensemble, self.candidates, self.config.adanet.mixture_lr)
         seed = self.config.run.seed * 1009 + self.iteration
         shard = (self.runtime.rank, self.runtime.world_size)
         return itertools.chain.from_iterable(
@@ -197,7 +196,7 @@ class GrowTask(Task):
     def step(self, batch: Any) -> StepResult:
         device = self.runtime.device
         if self.mixtures is not None:
-            return self._mixture_step(*(t.to(device) for t in batch))
+            return self.mixtures.step(*(t.to(device) for t in batch), self.runtime)
         loss_sum = correct = torch.zeros((), device=device)
         count = 0
         for candidate in batch:
@@ -209,54 +208,6 @@ class GrowTask(Task):
             loss_sum, correct = loss_sum + loss * len(labels), correct + right
             count += len(labels)
         return StepResult(loss_sum / max(count, 1), correct, count)
-
-    def _start_mixtures(self) -> None:
-        """One mixture-weight tensor per candidate ensemble, starting from the average of the
-        current ensemble and the candidate: the members' weights times m / (m + 1) and, for the
-        candidate, their mean over m + 1 (1 for the first member).
-        """
-        members = len(self.ensemble.architectures)
-        shape = (self.shape.num_classes,) if self.ensemble.vector else ()
-        old = self.ensemble.mixture * members / (members + 1)
-        mean = self.ensemble.mixture.mean(dim=0, keepdim=True) if members else None
-        new = (
-            mean / (members + 1)
-            if mean is not None
-            else torch.ones((1, *shape), device=self.runtime.device)
-        )
-        self.mixtures = [torch.nn.Parameter(torch.cat([old, new])) for _ in self.candidates]
-        self.mixture_optimizer = torch.optim.Adam(self.mixtures, lr=self.config.adanet.mixture_lr)
-
-    def _gammas(self, candidate: Candidate) -> torch.Tensor:
-        return torch.cat([self.ensemble.gammas, self.ensemble.gammas.new_tensor([candidate.gamma])])
-
-    @torch.no_grad()
-    def _stacked_logits(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """(members + 1, N, classes) logits of every candidate ensemble on `images`."""
-        members, hidden = self.ensemble.outputs(images)
-        stacks = []
-        for candidate in self.candidates:
-            candidate.module.eval()
-            reads = candidate.architecture["reads"]
-            logits, _ = candidate.module(images, [hidden[i] for i in reads])
-            stacks.append(torch.stack([*members, logits]))
-        return stacks
-
-    def _mixture_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
-        stacks = self._stacked_logits(images)
-        losses = [
-            objective(stack, labels, weights, self._gammas(candidate))
-            for stack, weights, candidate in zip(stacks, self.mixtures, self.candidates)
-        ]
-        self.mixture_optimizer.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()
-        self.runtime.average([w.grad for w in self.mixtures])  # the ensemble step uses all
-        self.mixture_optimizer.step()
-        correct = sum(
-            (mix(s, w.detach()).argmax(1) == labels).sum() for s, w in zip(stacks, self.mixtures)
-        )
-        loss = torch.stack(losses).detach().mean()
-        return StepResult(loss, correct / len(stacks), len(labels))
 
     # -- evaluation and selection --------------------------------------------------------------
 
@@ -299,37 +250,25 @@ class GrowTask(Task):
         """Keep the candidate ensemble with the lowest held-out objective (Cortes et al. 2017,
         Fig. 3: the new subnetwork is kept only if it lowers the objective).
         """
-        sums = [0.0, 0.0] * len(self.candidates)  # (cross-entropy sum, correct) per candidate
-        shard = (self.runtime.rank, self.runtime.world_size)
-        for images, labels in loader(self.val_set, 256, False, 0, 0, shard=shard):
-            images, labels = images.to(self.runtime.device), labels.to(self.runtime.device)
-            for index, stack in enumerate(self._stacked_logits(images)):
-                logits = mix(stack, self.mixtures[index].detach())
-                sums[2 * index] += F.cross_entropy(logits, labels, reduction="sum").item()
-                sums[2 * index + 1] += (logits.argmax(1) == labels).sum().item()
-        sums = self.runtime.sum(sums)
-        size = len(self.val_set)
-        objectives = [
-            sums[2 * i] / size + float(penalty(self.mixtures[i].detach(), self._gammas(c)))
-            for i, c in enumerate(self.candidates)
-        ]
-        accuracies = [sums[2 * i + 1] / size for i in range(len(self.candidates))]
+        objectives, accuracies = self.mixtures.held_out(self.val_set, self.runtime)
         best = min(range(len(objectives)), key=lambda i: objectives[i])
         grew = objectives[best] < self.objective_value or self.config.adanet.force_grow
         chosen = self.candidates[best]
         if self.leader_guess is not None:
             self.stats["leader_guesses"] += 1
-            self.stats["leader_hits"] += int(self.leader_guess == chosen.key)
+            self.stats["leader_hits"] += int(grew and self.leader_guess == chosen.key)
             self.leader_guess = None
         reports = [
             {**c.report(), "val_objective": objectives[i], "ensemble_val_acc": accuracies[i],
-             "mixture_weights": self.mixtures[i].detach().tolist(), "chosen": grew and i == best}
+             "mixture_weights": self.mixtures.weights[i].detach().tolist(),
+             "chosen": grew and i == best}
             for i, c in enumerate(self.candidates)
         ]  # fmt: skip
         self.reports.append({"iteration": self.iteration + 1, "candidates": reports})
         if grew:
+            weights = self.mixtures.weights[best]
             self.ensemble.add(chosen.module, chosen.architecture, self.iteration,
-                              chosen.complexity, chosen.gamma, self.mixtures[best])  # fmt: skip
+                              chosen.complexity, chosen.gamma, weights)  # fmt: skip
             self.objective_value = objectives[best]
         else:
             self.stopped = True
@@ -351,7 +290,7 @@ class GrowTask(Task):
         _, round_ = self._phase(epoch)
         if round_ == self.epochs_per_iteration - 1:
             self.iteration += 1
-            self.mixtures = self.mixture_optimizer = None
+            self.mixtures = None
             if not self.finished():
                 self._start_iteration()
         return {"iteration_round": round_ + 1}
@@ -381,7 +320,6 @@ class GrowTask(Task):
         return self.ensemble.to_dict(ada.generator, self.data_info, objective_info)
 
     def state_dict(self) -> dict[str, Any]:
-        optimizer = self.mixture_optimizer
         return {
             "iteration": self.iteration, "stopped": self.stopped,
             "objective": self.objective_value, "reports": self.reports,
@@ -390,8 +328,7 @@ class GrowTask(Task):
             "ensemble": {"spec": self.ensemble_dict(), "state": self.ensemble.state_dict()},
             "candidates": [c.state_dict() for c in self.candidates],
             "pool": [c.state_dict() for c in self.pool.values()],
-            "mixtures": [m.detach().clone() for m in self.mixtures] if self.mixtures else None,
-            "mixture_optimizer": optimizer.state_dict() if optimizer else None,
+            "mixtures": self.mixtures.state_dict() if self.mixtures else None,
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -410,10 +347,7 @@ class GrowTask(Task):
         self.candidates = restored[: len(state["candidates"])]
         self.pool = {c.key: c for c in restored[len(state["candidates"]) :]}
         self._assign()
-        self.mixtures = self.mixture_optimizer = None
+        self.mixtures = None
         if state["mixtures"] is not None:
-            self._start_mixtures()
-            with torch.no_grad():
-                for weights, saved in zip(self.mixtures, state["mixtures"]):
-                    weights.copy_(saved)
-            self.mixture_optimizer.load_state_dict(state["mixture_optimizer"])
+            self.mixtures = Mixtures(self.ensemble, self.candidates, self.config.adanet.mixture_lr)
+            self.mixtures.load_state_dict(state["mixtures"])
