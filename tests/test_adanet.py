@@ -37,7 +37,7 @@ def _member(generator, architecture, reads=()):
 
 @pytest.mark.parametrize("name", GENERATORS.names())
 def test_every_generator_proposes_valid_buildable_candidates(name: str) -> None:
-    config = AdaNetConfig(generator=name, initial_depth=3 if name == "cnn" else 1, cnn_channels=2)
+    config = AdaNetConfig(generator=name, cnn_channels=2)  # default depth: the smallest one
     generator = GENERATORS.get(name)(config, SHAPE)
     proposals = generator.propose([], [])
     assert len(proposals) >= 1
@@ -51,6 +51,7 @@ def test_every_generator_proposes_valid_buildable_candidates(name: str) -> None:
         assert generator.cost(architecture, []) > 0
         depths.add(architecture["depth"])
     assert len(depths) == 2  # "the same depth" and "one more"
+    assert min(depths) == {"mlp": 1, "cnn": 3}.get(name, min(depths))
     deeper = generator.propose([max(proposals, key=lambda a: a["depth"])], [])
     assert {a["depth"] for a in deeper} == {max(depths), max(depths) + 1}
     with pytest.raises(NasError, match="proposal.depth"):

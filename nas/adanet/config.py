@@ -23,8 +23,9 @@ class AdaNetConfig:
     iterations: int = 3
     # MLP generator: hidden width of the candidates; one (same depth, depth + 1) pair per width.
     widths: list[int] = field(default_factory=lambda: [128])
-    # Depth (hidden layers, or cells for cnn) of the shallower candidate of the first iteration.
-    initial_depth: int = 1
+    # Depth (hidden layers, or cells for cnn) of the shallower candidate of the first iteration;
+    # unset: 1 for mlp, the fewest cells the genotype's space allows for cnn (3 for darts).
+    initial_depth: int | None = None
     # MLP only: a new subnetwork also reads the last hidden layer of every earlier member.
     reuse_hidden: bool = False
     # cnn only: the cells' genotype (published name, genotype.json or search run dir), channels.
@@ -65,7 +66,10 @@ class GrowConfig(_Sections):
         return [
             (ada.iterations >= 1, "adanet.iterations must be at least 1"),
             (bool(ada.widths) and min(ada.widths) >= 1, "adanet.widths must be positive widths"),
-            (ada.initial_depth >= 1, "adanet.initial_depth must be at least 1"),
+            (
+                ada.initial_depth is None or ada.initial_depth >= 1,
+                "adanet.initial_depth must be at least 1",
+            ),
             (ada.cnn_channels >= 1, "adanet.cnn_channels must be at least 1"),
             (ada.mixture in MIXTURES, "adanet.mixture must be scalar or vector"),
             (ada.complexity_weight >= 0, "adanet.complexity_weight must be 0 or positive"),

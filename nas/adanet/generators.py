@@ -137,7 +137,7 @@ class MLPGenerator(SubnetworkGenerator):
     """
 
     def propose(self, members: list[dict], reports: list[dict]) -> list[dict]:
-        depth = members[-1]["depth"] if members else self.config.initial_depth
+        depth = members[-1]["depth"] if members else self.config.initial_depth or 1
         reads = list(range(len(members))) if self.config.reuse_hidden else []
         return [
             {"kind": "mlp", "depth": d, "width": width, "reads": reads}
@@ -193,8 +193,9 @@ class CNNSubnetwork(Subnetwork):
 @GENERATORS.register("cnn")
 class CNNGenerator(SubnetworkGenerator):
     """Cell networks of one genotype (`adanet.cnn_genotype`, e.g. a searched one): one candidate
-    with as many cells as the newest member and one with a cell more (`initial_depth` and
-    `initial_depth + 1` cells in the first iteration). Members read no hidden layers.
+    with as many cells as the newest member and one with a cell more (`initial_depth`, by
+    default the fewest cells the genotype's space allows, and one more in the first iteration).
+    Members read no hidden layers.
     """
 
     def __init__(self, config: AdaNetConfig, shape: DataShape) -> None:
@@ -206,10 +207,17 @@ class CNNGenerator(SubnetworkGenerator):
                 "the cnn generator needs images; this dataset has 1x1 samples (tabular): use "
                 "--generator mlp"
             )
-        self.genotype = load_genotype(config.cnn_genotype).to_dict()
+        from nas.spaces import get_space
+
+        genotype = load_genotype(config.cnn_genotype)
+        self.genotype = genotype.to_dict()
+        space = get_space(genotype.space)
+        self.first_depth = config.initial_depth
+        if self.first_depth is None:  # the fewest cells that give each reduction its own cell
+            self.first_depth = next(cells for cells in range(1, 100) if _fits(space, cells))
 
     def propose(self, members: list[dict], reports: list[dict]) -> list[dict]:
-        cells = members[-1]["depth"] if members else self.config.initial_depth
+        cells = members[-1]["depth"] if members else self.first_depth
         return [
             {"kind": "cnn", "depth": d, "channels": self.config.cnn_channels,
              "genotype": self.genotype, "reads": []}
@@ -250,3 +258,13 @@ class CNNGenerator(SubnetworkGenerator):
             module = self.build(architecture, read_sizes)
         shape = (self.shape.in_channels, self.shape.image_size, self.shape.image_size)
         return float(count_mult_adds(module.network, shape) + module.head.in_features)
+
+
+def _fits(space: Any, cells: int) -> bool:
+    from nas.spaces import check_layers
+
+    try:
+        check_layers(space, cells)
+    except NasError:
+        return False
+    return True
