@@ -247,24 +247,46 @@ def test_bad_csv_files_name_the_row_or_column(tmp_path, text: str, message: str)
         load_dataset(_csv(tmp_path, text))
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The SMALL run, once for every resume test."""
+    run = tmp_path_factory.mktemp("whole") / "run"
+    assert run_nas(*SMALL, "--out", str(run)).returncode == 0
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "fault_step,first_redone",
-    [("50", 5), ("58", 6)],  # mid candidate round / mid mixture epoch
+    # 11 steps per engine epoch; iteration 2 is epochs 4-6: rounds 4 and 5, then the mixture
+    # epoch 6 (2 passes x 2 batches). Killed in epoch 4 it resumes at the iteration boundary,
+    # in epochs 5 and 6 inside the iteration (after a candidate round).
+    [("39", 4), ("50", 5), ("58", 6)],
 )
-def test_killed_and_resumed_grow_matches_uninterrupted(tmp_path, fault_step, first_redone) -> None:
-    # 11 steps per engine epoch; iteration 2 is epochs 4-6 (rounds 4 and 5, mixture epoch 6 of
-    # 2 passes x 2 batches).
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert run_nas(*SMALL, "--out", str(whole)).returncode == 0
+def test_killed_and_resumed_grow_matches_uninterrupted(
+    tmp_path, uninterrupted, fault_step: str, first_redone: int
+) -> None:
+    killed = tmp_path / "killed"
     crashed = run_nas(*SMALL, "--out", str(killed), env={FAULT_ENV: fault_step})
     assert crashed.returncode == -signal.SIGKILL
     resumed = run_nas("grow", "--out", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"epochs {first_redone}..6" in resumed.stderr  # inside iteration 2
+    assert f"epochs {first_redone}..6" in resumed.stderr
     for name in ("metrics.jsonl", "candidates.jsonl"):
-        assert jsonl_rows(whole, name) == jsonl_rows(killed, name)
-    assert (whole / "ensemble.json").read_text() == (killed / "ensemble.json").read_text()
+        assert jsonl_rows(uninterrupted, name) == jsonl_rows(killed, name)
+    for name in ("ensemble.json", "config.yaml"):
+        assert (uninterrupted / name).read_text().replace(str(uninterrupted), "") == (
+            killed / name
+        ).read_text().replace(str(killed), "")
+
+
+def test_grow_user_errors_are_one_line(tmp_path, capsys) -> None:
+    assert main(["grow", "--dataset", "csv", "--out", str(tmp_path / "a")]) == 2
+    assert "--dataset csv needs --data-file FILE and --target COLUMN" in capsys.readouterr().err
+    assert main(["grow", "--target", "y", "--out", str(tmp_path / "b")]) == 2
+    assert "apply to --dataset csv only" in capsys.readouterr().err
+    assert main(["grow", "--generator", "gbm", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown subnetwork generator 'gbm'; choose one of: cnn, mlp" in capsys.readouterr().err
 
 
 def test_async_plan_balances_shares_and_fills_slack_with_forecasts() -> None:
@@ -276,16 +298,21 @@ def test_async_plan_balances_shares_and_fills_slack_with_forecasts() -> None:
         1,
     ]
     assert assign([5.0, 1.0, 3.0], 2) == [0, 1, 1]  # longest first, to the least loaded share
-    # share 0 is busy 4 x 10 = 40, share 1 only 4 x 4 = 16: 24 of slack for forecasts of cost 5
+    # share 0 is busy 4 x 10 = 40, share 1 only 4 x 4 = 16: 24 of slack for forecasts of cost 5,
+    # one step at a time to the one with the fewest steps so far (f has a head start of 1)
     regular = [("a", 10.0, 4, 0), ("b", 4.0, 4, 1), ("done", 3.0, 0, 1)]
-    plan = plan_round(regular, [("f", 5.0, 100), ("g", 5.0, 100)], shares=2)
-    assert plan.work == [[("a", 4)], [("b", 4), ("f", 4)]]
+    plan = plan_round(regular, [("f", 5.0, 1, 100), ("g", 5.0, 0, 100)], shares=2)
+    assert plan.work == [[("a", 4)], [("b", 4), ("f", 2), ("g", 2)]]
     assert (plan.forecast_steps, plan.owner("f"), plan.owner("g"), plan.owner("done")) == (
-        4, 1, None, None,
+        4, 1, 1, None,
     )  # fmt: skip
-    capped = plan_round(regular, [("f", 5.0, 2)], shares=2)  # its step budget is nearly spent
-    assert capped.work[1] == [("b", 4), ("f", 2)]
-    assert plan_round(regular[:1], [("f", 1.0, 9)], shares=1).forecast_steps == 0  # no slack
+    capped = plan_round(regular, [("f", 5.0, 0, 1), ("g", 9.0, 0, 9)], shares=2)
+    assert capped.work[1] == [("b", 4), ("f", 1), ("g", 2)]  # f may take one step only
+    assert plan_round(regular[:1], [("f", 1.0, 0, 9)], shares=1).forecast_steps == 0  # no slack
+    # Both shares have slack: a forecast candidate stays on the share of its first step.
+    spread = plan_round([("a", 1.0, 1, 0), ("b", 1.0, 1, 1), ("c", 10.0, 1, 2)],
+                        [("f", 2.0, 0, 9), ("g", 2.0, 0, 9)], shares=3)  # fmt: skip
+    assert spread.work[0][1:] == [("f", 4)] and spread.work[1][1:] == [("g", 4)]
 
 
 @pytest.mark.slow

@@ -64,14 +64,18 @@ class RoundPlan:
 
 def plan_round(
     regular: list[tuple[str, float, int, int]],
-    forecasts: list[tuple[str, float, int]],
+    forecasts: list[tuple[str, float, int, int]],
     shares: int,
 ) -> RoundPlan:
     """The plan of one round.
 
     `regular`: (key, cost per step, steps this round, share) of the iteration's candidates.
-    `forecasts`: (key, cost per step, steps still allowed) of forecast candidates, in priority
-    order; each goes to the share with the most slack left, for as many whole steps as fit.
+    `forecasts`: (key, cost per step, steps done, steps still allowed) of forecast candidates.
+    The slack goes one step at a time to the forecast candidate with the fewest steps so far
+    (then the first listed), so that every candidate of the next iteration gets a head start:
+    a round lasts as long as its busiest share, so one candidate's head start alone would
+    shorten no round of the next iteration. A forecast candidate stays on the share that gives
+    it its first step (the share with the most slack): its steps are sequential.
     """
     work: list[list[tuple[str, int]]] = [[] for _ in range(shares)]
     loads = [0.0] * shares
@@ -81,12 +85,22 @@ def plan_round(
             loads[share] += steps * cost
     busiest = max(loads)
     slack = [busiest - load for load in loads]
-    forecast_steps = 0
-    for key, cost, allowed in forecasts:
-        share = max(range(shares), key=lambda s: (slack[s], -s))
-        steps = min(int(slack[share] // cost), allowed)
-        if steps > 0:
-            work[share].append((key, steps))
-            slack[share] -= steps * cost
-            forecast_steps += steps
-    return RoundPlan(work, forecast_steps, loads)
+    given = [0] * len(forecasts)
+    home: dict[int, int] = {}
+    while True:
+        choice = None
+        for index, (_, cost, done, allowed) in enumerate(forecasts):
+            share = home.get(index, max(range(shares), key=lambda s: (slack[s], -s)))
+            if given[index] < allowed and slack[share] >= cost:
+                rank = (done + given[index], index)
+                if choice is None or rank < choice[0]:
+                    choice = (rank, index, share)
+        if choice is None:
+            break
+        _, index, share = choice
+        home[index] = share
+        given[index] += 1
+        slack[share] -= forecasts[index][1]
+    for index, share in sorted(home.items(), key=lambda item: (item[1], item[0])):
+        work[share].append((forecasts[index][0], given[index]))
+    return RoundPlan(work, sum(given), loads)

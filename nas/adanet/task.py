@@ -184,7 +184,7 @@ class GrowTask(Task):
                 self.pool[key] = self._candidate(architecture, self.iteration + 1)
                 self.stats["forecast_candidates"] += 1
         total = self.rounds * self.steps_per_round
-        return [(c.name, c.step_cost, total - c.steps) for c in self.pool.values()]
+        return [(c.name, c.step_cost, c.steps, total - c.steps) for c in self.pool.values()]
 
     def _extra(self, candidate: Candidate, images: torch.Tensor) -> list[torch.Tensor]:
         reads = candidate.architecture["reads"]
