@@ -164,7 +164,8 @@ def main() -> None:
                 "train_s": statistics.median(r["train_s"] for r in runs),
                 "madds": last["train_madds"], "test_acc": last["test_acc"],
                 "test_auc": last.get("test_auc"),
-                "forecast": f"{last['forecast_steps_adopted']}/{last['forecast_steps']} steps"
+                "forecast": f"{last['forecast_steps_adopted']}/{last['forecast_steps']} steps, "
+                f"leader {last['leader_hits']}/{last['leader_guesses']}"
                 if name[-5:] == "async" else None,
             })  # fmt: skip
         table += [{"dataset": dataset, **row} for row in rows]

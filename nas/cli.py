@@ -394,6 +394,9 @@ def _grow(args: argparse.Namespace) -> int:
     runtime = _start(config, run_dir, args)
     task = GrowTask(config, runtime)
     ada = config.adanet
+    if ada.schedule == "async" and task.shares == 1 and runtime.is_main:
+        print("nas grow: note: with one process (or one candidate) the async schedule has one "
+              "share: it trains like sync, without forecasting", file=sys.stderr)  # fmt: skip
     banner = (
         f"nas grow: {ada.generator} candidates on {config.data.name}, up to {ada.iterations} "
         f"iterations of {config.run.epochs} candidate + {ada.mixture_epochs} mixture epochs, "
