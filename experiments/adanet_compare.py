@@ -171,7 +171,7 @@ def main() -> None:
         table += [{"dataset": dataset, **row} for row in rows]
     print(
         "| dataset | method | processes | test acc | test AUC | wall s | epochs s | "
-        "candidate madds | forecast steps adopted |"
+        "candidate madds | forecasts adopted |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in table:

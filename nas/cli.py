@@ -399,7 +399,8 @@ def _grow(args: argparse.Namespace) -> int:
               "share: it trains like sync, without forecasting", file=sys.stderr)  # fmt: skip
     banner = (
         f"nas grow: {ada.generator} candidates on {config.data.name}, up to {ada.iterations} "
-        f"iterations of {config.run.epochs} candidate + {ada.mixture_epochs} mixture epochs, "
+        f"iterations of {config.run.epochs} candidate epochs + 1 mixture epoch "
+        f"({ada.mixture_epochs} passes), "
         f"{ada.schedule} schedule"
     )
     record = _run_engine(args, task, config, run_dir, runtime, banner, task.total_epochs)
