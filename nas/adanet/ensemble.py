@@ -1,7 +1,7 @@
 """The AdaNet ensemble f = sum_j w_j h_j, its complexity-regularised objective and ensemble.json.
 
 Cortes et al., "AdaNet: Adaptive Structural Learning of Artificial Neural Networks", ICML 2017:
-the objective (their Eq. 4 with the cross-entropy as the surrogate loss) is
+the objective (with the cross-entropy as the surrogate loss) is
 
     F(w) = mean cross-entropy(f(x), y) + sum_j (lambda * r(h_j) + beta) * |w_j|_1
 

@@ -79,9 +79,10 @@ class SubnetworkGenerator:
         raise NotImplementedError
 
     def complexity(self, architecture: dict) -> float:
-        """r(h) = sqrt(depth). The paper bounds the Rademacher complexity of a depth-k family
-        by a product over its layers (Cortes et al. 2017, Lemma 2); with the norms held by
-        training, sqrt(depth) is the growth AdaNet's reference examples use.
+        """r(h) = sqrt(depth). The paper's r(h) bounds the Rademacher complexity of h's family,
+        which grows with depth through a product over the layers (Cortes et al., ICML 2017);
+        with the norms left to training, sqrt(depth) is the form the authors' TensorFlow
+        examples use. See docs/adanet.md.
         """
         return math.sqrt(architecture["depth"])
 

@@ -13,8 +13,8 @@ inside iterations too):
    fitted there only learn to sharpen overconfident logits);
 4. the candidate ensemble with the lowest objective on the held-out split is kept if it beats
    the current ensemble's (always with `force_grow`); otherwise growth stops.
-(Cortes et al., ICML 2017, Sec. 5 and Fig. 3; the candidates' own loss follows their
-reference implementation, so candidates are independent of each other and can train apart.)
+(Cortes et al., ICML 2017; the candidates' own loss follows the authors' TensorFlow
+implementation, so candidates are independent of each other and can train apart.)
 """
 
 from __future__ import annotations
@@ -164,10 +164,10 @@ class GrowTask(Task):
             return [[c for c, steps in work if steps > i] for i in range(longest)]
         return [[candidate] for candidate, steps in work for _ in range(steps)]
 
-    def _forecasts(self, round_: int) -> list[tuple[str, float, int]]:
-        """Async: the next iteration's candidates if the current leader is kept (Sec. "async"
-        in docs/adanet.md). The leader is the candidate with the lowest held-out loss of its own
-        after the last round, so there is none before the first round ends.
+    def _forecasts(self, round_: int) -> list[tuple[str, float, int, int]]:
+        """Async: the next iteration's candidates if the current leader is kept (see
+        "Forecasting" in docs/adanet.md). The leader is the candidate with the lowest held-out
+        loss of its own after the last round, so there is none before the first round ends.
         """
         ada = self.config.adanet
         if self.shares == 1 or not ada.forecast or round_ == 0:
@@ -248,7 +248,7 @@ class GrowTask(Task):
 
     def _select(self) -> dict[str, float]:
         """Keep the candidate ensemble with the lowest held-out objective (Cortes et al. 2017,
-        Fig. 3: the new subnetwork is kept only if it lowers the objective).
+        the new subnetwork is kept only if it lowers the objective).
         """
         objectives, accuracies = self.mixtures.held_out(self.val_set, self.runtime)
         best = min(range(len(objectives)), key=lambda i: objectives[i])
