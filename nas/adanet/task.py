@@ -326,7 +326,7 @@ class GrowTask(Task):
             "stats": dict(self.stats), "leader_guess": self.leader_guess,
             "final_metrics": self.final_metrics,
             "ensemble": {"spec": self.ensemble_dict(), "state": self.ensemble.state_dict()},
-            "candidates": [c.state_dict() for c in self.candidates],
+            "candidates": [c.state_dict() for c in self.candidates], "owner": self.owner,
             "pool": [c.state_dict() for c in self.pool.values()],
             "mixtures": self.mixtures.state_dict() if self.mixtures else None,
         }  # fmt: skip
@@ -346,7 +346,8 @@ class GrowTask(Task):
             restored.append(candidate)
         self.candidates = restored[: len(state["candidates"])]
         self.pool = {c.key: c for c in restored[len(state["candidates"]) :]}
-        self._assign()
+        # As assigned when the iteration started (from the steps left then), not recomputed.
+        self.owner = list(state["owner"])
         self.mixtures = None
         if state["mixtures"] is not None:
             self.mixtures = Mixtures(self.ensemble, self.candidates, self.config.adanet.mixture_lr)
