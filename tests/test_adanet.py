@@ -211,6 +211,10 @@ def test_config_rejects_options_that_would_do_nothing() -> None:
     with pytest.raises(NasError, match="adanet.forecast applies to --schedule async"):
         validate(config)
     config = GrowConfig()
+    config.set("adanet.cnn_channels", 4)  # the default generator is mlp
+    with pytest.raises(NasError, match="apply to the cnn generator only"):
+        validate(config)
+    config = GrowConfig()
     config.set("data.target", "label")
     with pytest.raises(NasError, match="apply to --dataset csv only"):
         validate(config)

@@ -62,7 +62,7 @@ class GrowConfig(_Sections):
 
     def checks(self) -> list[tuple[bool, str]]:
         """Range and compatibility checks of the adanet section."""
-        ada = self.adanet
+        ada, defaults = self.adanet, AdaNetConfig()
         return [
             (ada.iterations >= 1, "adanet.iterations must be at least 1"),
             (bool(ada.widths) and min(ada.widths) >= 1, "adanet.widths must be positive widths"),
@@ -85,6 +85,16 @@ class GrowConfig(_Sections):
             (
                 not (ada.reuse_hidden and ada.generator != "mlp"),
                 "adanet.reuse_hidden applies to the mlp generator only",
+            ),
+            (
+                ada.generator == "mlp" or ada.widths == defaults.widths,
+                "adanet.widths applies to the mlp generator only",
+            ),
+            (
+                ada.generator == "cnn"
+                or (ada.cnn_genotype, ada.cnn_channels)
+                == (defaults.cnn_genotype, defaults.cnn_channels),
+                "adanet.cnn_genotype and adanet.cnn_channels apply to the cnn generator only",
             ),
             (
                 not (ada.schedule == "async" and ada.forecast and ada.reuse_hidden),
