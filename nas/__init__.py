@@ -28,6 +28,9 @@ _EXPORTS = {
     "Strategy": "nas.strategies",
     "STRATEGIES": "nas.strategies",
     "DATASETS": "nas.data",
+    "GENERATORS": "nas.adanet",
+    "SubnetworkGenerator": "nas.adanet",
+    "load_ensemble": "nas.adanet",
 }
 
 __all__ = ["__version__", *_EXPORTS]

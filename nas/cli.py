@@ -28,6 +28,21 @@ SEARCH_FLAGS = {
     "space": "model.space",
     "order": "strategy.order",
 }
+GROW_FLAGS = {
+    "dataset": "data.name",
+    "data_file": "data.data_file",
+    "target": "data.target",
+    "epochs": "run.epochs",
+    "batch_size": "data.batch_size",
+    "seed": "run.seed",
+    "device": "run.device",
+    "out": "run.out",
+    "generator": "adanet.generator",
+    "iterations": "adanet.iterations",
+    "schedule": "adanet.schedule",
+    "mixture": "adanet.mixture",
+    "force_grow": "adanet.force_grow",
+}
 TRAIN_FLAGS = {
     **COMMON_FLAGS,
     "genotype": "model.genotype",
@@ -143,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_train)
 
+    _grow_parser(commands)
+
     show = commands.add_parser(
         "show",
         help="describe a genotype and draw its cells",
@@ -245,6 +262,44 @@ def _tune_parser(commands: Any) -> None:
     tune.set_defaults(handler=_tune)
 
 
+def _grow_parser(commands: Any) -> None:
+    grow = commands.add_parser(
+        "grow",
+        help="grow an ensemble of subnetworks (AdaNet)",
+        description="Grow an ensemble one subnetwork per iteration (AdaNet, Cortes et al. 2017). "
+        "Writes a run directory with ensemble.json, candidates.jsonl, metrics.jsonl, "
+        "config.yaml, checkpoints/ (last.pt, ensemble.pt) and tb/. Defaults: MLP candidates of "
+        "width 128 on digits, 3 iterations, 20 epochs per candidate. See docs/adanet.md.",
+    )
+    grow.add_argument("--config", metavar="FILE", help="YAML config (see experiments/configs/)")
+    grow.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        help="override any config field, e.g. --set adanet.widths=[64,256] (repeatable)",
+    )  # fmt: skip
+    grow.add_argument("--dataset", help="digits, synthetic, breast_cancer or csv")
+    grow.add_argument("--data-file", metavar="FILE", help="csv only: the table to learn")
+    grow.add_argument("--target", metavar="COLUMN", help="csv only: the label column")
+    grow.add_argument("--iterations", type=int, help="at most this many iterations (3)")
+    grow.add_argument("--epochs", type=int, help="epochs each candidate trains (20)")
+    grow.add_argument("--batch-size", type=int, help="samples per step, per process (64)")
+    grow.add_argument("--generator", help="subnetwork generator: mlp or cnn (default: mlp)")
+    grow.add_argument("--schedule", choices=["sync", "async"], help="candidates on all "
+                      "processes (sync) or each on its own share of them (async)")  # fmt: skip
+    grow.add_argument("--mixture", choices=["scalar", "vector"], help="mixture weights")
+    grow.add_argument(
+        "--force-grow", action="store_const", const=True,
+        help="add the best candidate even when it does not lower the objective",
+    )  # fmt: skip
+    grow.add_argument("--seed", type=int, help="random seed (default: 0)")
+    grow.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    grow.add_argument("--out", metavar="DIR", help="run directory (default: runs/...)")
+    grow.add_argument(
+        "--resume", action="store_true", help="continue the run in --out DIR from its checkpoint"
+    )
+    _launch_arguments(grow)
+    grow.set_defaults(handler=_grow)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nas` console script."""
     parser = build_parser()
@@ -281,17 +336,20 @@ def _launch_requested(args: argparse.Namespace) -> bool:
 
 
 def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path, runtime: Any,
-                banner: str) -> dict[str, Any] | None:  # fmt: skip
-    """Run `task` under the engine with logging; None when interrupted (printed)."""
+                banner: str, epochs: int | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """Run `task` under the engine with logging (`epochs` engine epochs, default run.epochs);
+    None when interrupted (printed).
+    """
     from nas.logging import RunLogger
     from nas.runtime import Engine
 
+    epochs = epochs or config.run.epochs
     logger = RunLogger(run_dir, enabled=runtime.is_main)
-    engine = Engine(task, runtime, logger, run_dir, config.run.epochs)
+    engine = Engine(task, runtime, logger, run_dir, epochs)
     start = engine.resume() if args.resume else 0
     if runtime.is_main:
         processes = f", {runtime.world_size} processes" if runtime.is_distributed else ""
-        print(f"{banner}, epochs {start + 1}..{config.run.epochs}, device {runtime.device}"
+        print(f"{banner}, epochs {start + 1}..{epochs}, device {runtime.device}"
               f"{processes}, run dir {run_dir}", file=sys.stderr)  # fmt: skip
     try:
         return engine.run(start)
@@ -360,6 +418,57 @@ def _search(args: argparse.Namespace) -> int:
     print(
         f"train it: nas train --genotype {run_dir / 'genotype.json'} --dataset {config.data.name}"
     )
+    print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return 0
+
+
+def _grow(args: argparse.Namespace) -> int:
+    from nas.adanet.config import GrowConfig
+    from nas.rundir import prepare_run_dir
+
+    config, run_dir = prepare_run_dir(
+        args, "grow", GrowConfig, GROW_FLAGS,
+        lambda c: f"{c.adanet.generator}-{c.data.name}",
+    )  # fmt: skip
+    if not args.resume:  # a run that died before its first checkpoint may have left these
+        (run_dir / "ensemble.json").unlink(missing_ok=True)
+        (run_dir / "checkpoints" / "ensemble.pt").unlink(missing_ok=True)
+
+    from nas.adanet.task import GrowTask
+
+    runtime = _start(config, run_dir, args)
+    task = GrowTask(config, runtime)
+    ada = config.adanet
+    if ada.schedule == "async" and task.shares == 1 and runtime.is_main:
+        print("nas grow: note: with one process (or one candidate) the async schedule has one "
+              "share: it trains like sync, without forecasting", file=sys.stderr)  # fmt: skip
+    banner = (
+        f"nas grow: {ada.generator} candidates on {config.data.name}, up to {ada.iterations} "
+        f"iterations of {config.run.epochs} candidate epochs + 1 mixture epoch "
+        f"({ada.mixture_epochs} passes), "
+        f"{ada.schedule} schedule"
+    )
+    record = _run_engine(args, task, config, run_dir, runtime, banner, task.total_epochs)
+    if record is None:
+        return 130
+    if not runtime.is_main:  # rank 0 reports
+        return 0
+    members = task.ensemble_dict()["members"]
+    for member in members:
+        print(f"member {member['iteration'] + 1}: {json.dumps(member['architecture'])[:100]}")
+    reason = "no candidate lowered the objective" if task.stopped else "iteration budget reached"
+    print(f"{len(members)} members after {len(task.reports)} iterations ({reason})")
+    final = task.final_metrics
+    if final:
+        auc = f", test AUC {final['test_auc']:.4f}" if "test_auc" in final else ""
+        print(f"objective {final['objective']:.4f}, val acc {final['val_acc']:.4f}, "
+              f"test acc {final['test_acc']:.4f}{auc}")  # fmt: skip
+    if ada.schedule == "async" and ada.forecast:
+        s = task.stats
+        print(f"forecasts: leader guessed right {s['leader_hits']}/{s['leader_guesses']}, "
+              f"candidates adopted {s['forecast_adopted']}/{s['forecast_candidates']}, "
+              f"steps adopted {s['forecast_steps_adopted']}/{s['forecast_steps']}")  # fmt: skip
+    print(f"written: {run_dir / 'ensemble.json'} (weights: checkpoints/ensemble.pt)")
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return 0
 

@@ -43,6 +43,9 @@ class DataConfig:
     synthetic_image_size: int = 32
     synthetic_channels: int = 3
     synthetic_classes: int = 10
+    # csv only: the file (header row, numeric feature columns) and the label column's name.
+    data_file: str | None = None
+    target: str | None = None
 
 
 @dataclass
@@ -110,6 +113,12 @@ class _Sections:
 
     def resolve(self) -> None:
         """Fill values that default to "depends on other fields" (after validation)."""
+
+    def checks(self) -> list[tuple[bool, str]] | None:
+        """(ok, message) range checks of a configuration class defined outside this module
+        (`nas grow`'s, in nas/adanet/config.py); None for the classes `validate` knows.
+        """
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML-ready)."""
@@ -292,7 +301,7 @@ def load_yaml(path: str | Path) -> Any:
         raise NasError(f"config file {path}: not valid YAML ({err})") from None
 
 
-def validate(config: Config | TrainConfig) -> None:
+def validate(config: _Sections) -> None:
     """Range checks a type check cannot express. Raises NasError naming the key."""
     checks = [
         (config.data.batch_size >= 2, "data.batch_size must be at least 2 (BatchNorm needs it)"),
@@ -305,7 +314,16 @@ def validate(config: Config | TrainConfig) -> None:
         ),
         (config.data.synthetic_samples >= 4, "data.synthetic_samples must be at least 4"),
         (config.data.synthetic_classes >= 2, "data.synthetic_classes must be at least 2"),
+        (
+            config.data.name == "csv"
+            or (config.data.data_file is None and config.data.target is None),
+            "data.data_file and data.target (--data-file, --target) apply to --dataset csv only",
+        ),
     ]
+    own_checks = config.checks()
+    if own_checks is not None:
+        _raise_first(checks + own_checks)
+        return
     model = config.model
     checks += [
         (model.layers is None or model.layers >= 1, "model.layers must be at least 1"),
@@ -338,6 +356,10 @@ def validate(config: Config | TrainConfig) -> None:
             (len(config.strategy.alpha_betas) == 2, "strategy.alpha_betas must be two numbers"),
         ]
         checks += _asap_checks(config.strategy)
+    _raise_first(checks)
+
+
+def _raise_first(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise NasError(message)

@@ -120,6 +120,86 @@ def _synthetic(config: DataConfig) -> ImageData:
     return _from_arrays(images, labels, test_fraction=0.2, classes=config.synthetic_classes)
 
 
+def _tabular(features: torch.Tensor, labels: torch.Tensor, classes: int) -> ImageData:
+    """Tabular data as (N, F, 1, 1) "images": each feature is a channel, standardised."""
+    return _from_arrays(features[:, :, None, None], labels, test_fraction=0.2, classes=classes)
+
+
+@DATASETS.register("breast_cancer")
+def _breast_cancer(config: DataConfig) -> ImageData:
+    """scikit-learn's breast cancer data: 569 samples, 30 features, binary; 20% held out."""
+    _no_data_dir(config)
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    features = torch.tensor(data.data, dtype=torch.float32)
+    return _tabular(features, torch.tensor(data.target, dtype=torch.long), classes=2)
+
+
+@DATASETS.register("csv")
+def _csv(config: DataConfig) -> ImageData:
+    """The user's table: a header row, numeric feature columns and a label column (`target`,
+    any values, read as class names in sorted order); 20% held out.
+    """
+    import csv
+
+    _no_data_dir(config)
+    if config.data_file is None or config.target is None:
+        raise NasError("--dataset csv needs --data-file FILE and --target COLUMN (the label)")
+    path = Path(config.data_file)
+    if not path.is_file():
+        raise NasError(f"data file {str(path)!r} does not exist")
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or not rows[0]:
+        raise NasError(f"{path}: empty file; expected a header row naming the columns")
+    header = [name.strip() for name in rows[0]]
+    if config.target not in header:
+        raise NasError(
+            f"{path}: no column {config.target!r} for --target; the columns are {header}"
+        )
+    target = header.index(config.target)
+    if len(header) < 2:
+        raise NasError(f"{path}: no feature columns besides {config.target!r}")
+    features, names = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise NasError(
+                f"{path}, row {line}: {len(row)} values, but the header has {len(header)} columns"
+            )
+        values = []
+        for column, cell in enumerate(row):
+            if column == target:
+                continue
+            try:
+                values.append(float(cell))
+            except ValueError:
+                raise NasError(
+                    f"{path}, row {line}, column {header[column]!r}: {cell!r} is not a number "
+                    "(feature columns must be numeric; only the --target column may hold names)"
+                ) from None
+        if not all(np.isfinite(values)):
+            raise NasError(f"{path}, row {line}: missing or infinite value (nan/inf)")
+        features.append(values)
+        names.append(row[target].strip())
+    classes = sorted(set(names), key=_label_order)
+    if len(classes) < 2:
+        raise NasError(f"{path}: column {config.target!r} holds {len(classes)} class(es); need 2+")
+    index = {name: i for i, name in enumerate(classes)}
+    labels = torch.tensor([index[name] for name in names], dtype=torch.long)
+    return _tabular(torch.tensor(features, dtype=torch.float32), labels, len(classes))
+
+
+def _label_order(name: str) -> tuple[int, float, str]:
+    """Numeric labels in numeric order ("2" before "10"), then names alphabetically."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
 def _no_data_dir(config: DataConfig) -> None:
     if config.data_dir is not None:
         raise NasError(f"--data-dir applies to cifar10 only; dataset {config.name!r} needs none")

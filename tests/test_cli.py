@@ -143,5 +143,6 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "nas: error: unknown dataset 'imagenet'; choose one of: cifar10, digits, synthetic."
+        "nas: error: unknown dataset 'imagenet'; choose one of: breast_cancer, cifar10, csv, "
+        "digits, synthetic."
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import resource
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +30,9 @@ class Runtime:
     device: torch.device
     local_rank: int = 0
     sync_batchnorm: bool = False
+    # The process group of the collectives below: None for all processes, or a share's group
+    # (see `split`), whose `rank` and `world_size` are then within the share.
+    group: Any = None
 
     @property
     def is_main(self) -> bool:
@@ -85,7 +88,7 @@ class Runtime:
         if not self.is_distributed or not tensors:
             return
         flat = torch.cat([t.reshape(-1) for t in tensors])
-        dist.all_reduce(flat)
+        dist.all_reduce(flat, group=self.group)
         flat /= self.world_size
         offset = 0
         for tensor in tensors:
@@ -97,24 +100,48 @@ class Runtime:
         if not self.is_distributed:
             return list(values)
         tensor = torch.tensor(values, dtype=torch.float64, device=self._collective_device)
-        dist.all_reduce(tensor)
+        dist.all_reduce(tensor, group=self.group)
         return tensor.tolist()
 
     def broadcast(self, tensors: Sequence[torch.Tensor]) -> None:
         """Overwrite each tensor with rank 0's, in place."""
         if self.is_distributed:
             for tensor in tensors:
-                dist.broadcast(tensor.data, src=0)
+                dist.broadcast(tensor.data, src=self._global_rank(0), group=self.group)
 
-    def broadcast_object(self, value: Any) -> Any:
-        """Rank 0's `value` on every rank (pickled; for small objects such as a trial's
-        parameters). With one process it returns `value`.
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank `src`'s `obj` (any picklable object: a trial's parameters, a state dict), on
+        every rank of this runtime's group. With one process it returns `obj`.
         """
         if not self.is_distributed:
-            return value
-        holder = [value if self.is_main else None]
-        dist.broadcast_object_list(holder, src=0, device=self._collective_device)
+            return obj
+        holder = [obj if self.rank == src else None]
+        dist.broadcast_object_list(
+            holder, src=self._global_rank(src), group=self.group, device=self._collective_device
+        )
         return holder[0]
+
+    def split(self, shares: int) -> Runtime:
+        """This process's share when the processes are cut into `shares` equal, consecutive
+        groups (AdaNet trains one candidate per share). Every process must call it, with the
+        same `shares`: creating a group is a collective. Raises ValueError if they do not divide.
+        """
+        if self.world_size % shares:
+            raise ValueError(f"{self.world_size} processes do not split into {shares} shares")
+        size = self.world_size // shares
+        if shares == 1:
+            return self
+        mine = None
+        for share in range(shares):
+            ranks = list(range(share * size, (share + 1) * size))
+            group = dist.new_group(ranks, group_desc=f"share_{share}_of_{shares}")
+            if self.rank in ranks:
+                mine = group
+        first = self.rank - self.rank % size
+        return replace(self, rank=self.rank - first, world_size=size, group=mine)
+
+    def _global_rank(self, rank: int) -> int:
+        return rank if self.group is None else dist.get_global_rank(self.group, rank)
 
     @property
     def _collective_device(self) -> torch.device:

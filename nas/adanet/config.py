@@ -1,0 +1,109 @@
+"""`nas grow`'s configuration: the data and run sections of the other commands plus `adanet`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nas.config import DataConfig, RunConfig, _Sections
+
+SCHEDULES = ("sync", "async")
+MIXTURES = ("scalar", "vector")
+
+
+@dataclass
+class AdaNetConfig:
+    """AdaNet growth (Cortes et al., ICML 2017); the defaults are explained in docs/adanet.md.
+
+    The objective of an ensemble f = sum_j w_j h_j is the mean cross-entropy of f plus
+    sum_j (complexity_weight * r(h_j) + complexity_bias) * |w_j|_1, with r(h) = sqrt(depth).
+    """
+
+    generator: str = "mlp"
+    # At most this many iterations, each adding at most one subnetwork.
+    iterations: int = 3
+    # MLP generator: hidden width of the candidates; one (same depth, depth + 1) pair per width.
+    widths: list[int] = field(default_factory=lambda: [128])
+    # Depth (hidden layers, or cells for cnn) of the shallower candidate of the first iteration;
+    # unset: 1 for mlp, the fewest cells the genotype's space allows for cnn (3 for darts).
+    initial_depth: int | None = None
+    # MLP only: a new subnetwork also reads the last hidden layer of every earlier member.
+    reuse_hidden: bool = False
+    # cnn only: the cells' genotype (published name, genotype.json or search run dir), channels.
+    cnn_genotype: str = "DARTS_V2"
+    cnn_channels: int = 8
+    # scalar: one mixture weight per member; vector: one per member and class.
+    mixture: str = "scalar"
+    # lambda and beta of the objective.
+    complexity_weight: float = 0.01
+    complexity_bias: float = 0.001
+    # Adam on each candidate's own cross-entropy for run.epochs epochs.
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # Adam on the mixture weights of every candidate ensemble: mixture_epochs passes over the
+    # held-out split (stacking: members fit the training split almost perfectly), all in one
+    # engine epoch after the candidate rounds.
+    mixture_lr: float = 0.01
+    mixture_epochs: int = 20
+    # Keep the best candidate even when it does not lower the objective.
+    force_grow: bool = False
+    # sync: every candidate trains on all processes; async: each on its own share of them.
+    schedule: str = "sync"
+    # async only: shares left idle train the next iteration's candidates, guessing the leader.
+    forecast: bool = True
+
+
+@dataclass
+class GrowConfig(_Sections):
+    """An AdaNet run's configuration (`nas grow`). `run.epochs` is each candidate's epochs."""
+
+    data: DataConfig = field(default_factory=lambda: DataConfig(train_portion=0.8))
+    adanet: AdaNetConfig = field(default_factory=AdaNetConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(epochs=20))
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """Range and compatibility checks of the adanet section."""
+        ada, defaults = self.adanet, AdaNetConfig()
+        return [
+            (ada.iterations >= 1, "adanet.iterations must be at least 1"),
+            (bool(ada.widths) and min(ada.widths) >= 1, "adanet.widths must be positive widths"),
+            (
+                ada.initial_depth is None or ada.initial_depth >= 1,
+                "adanet.initial_depth must be at least 1",
+            ),
+            (ada.cnn_channels >= 1, "adanet.cnn_channels must be at least 1"),
+            (ada.mixture in MIXTURES, "adanet.mixture must be scalar or vector"),
+            (ada.complexity_weight >= 0, "adanet.complexity_weight must be 0 or positive"),
+            (ada.complexity_bias >= 0, "adanet.complexity_bias must be 0 or positive"),
+            (ada.lr > 0 and ada.mixture_lr > 0, "adanet.lr and adanet.mixture_lr must be positive"),
+            (ada.weight_decay >= 0, "adanet.weight_decay must be 0 or positive"),
+            (ada.mixture_epochs >= 1, "adanet.mixture_epochs must be at least 1"),
+            (ada.schedule in SCHEDULES, "adanet.schedule (--schedule) must be sync or async"),
+            (
+                ada.schedule == "async" or ada.forecast,
+                "adanet.forecast applies to --schedule async only; remove it or use async",
+            ),
+            (
+                not (ada.reuse_hidden and ada.generator != "mlp"),
+                "adanet.reuse_hidden applies to the mlp generator only",
+            ),
+            (
+                ada.generator == "mlp" or ada.widths == defaults.widths,
+                "adanet.widths applies to the mlp generator only",
+            ),
+            (
+                ada.generator == "cnn"
+                or (ada.cnn_genotype, ada.cnn_channels)
+                == (defaults.cnn_genotype, defaults.cnn_channels),
+                "adanet.cnn_genotype and adanet.cnn_channels apply to the cnn generator only",
+            ),
+            (
+                not (ada.schedule == "async" and ada.forecast and ada.reuse_hidden),
+                "async forecasting cannot be combined with adanet.reuse_hidden (a forecast "
+                "candidate would read a leader that is still training); set "
+                "adanet.forecast=false or adanet.reuse_hidden=false",
+            ),
+            (
+                ada.schedule == "sync" or self.run.epochs >= 2 or not ada.forecast,
+                "async forecasting needs run.epochs >= 2 (the leader is known after epoch 1)",
+            ),
+        ]
