@@ -21,7 +21,7 @@ from nas.logging import RunLogger
 from nas.runtime import Engine, StepResult, Task
 from nas.runtime.dist import Runtime
 from nas.tune.commands import TUNABLE_COMMANDS
-from nas.tune.config import ParamSpec, parse_params, parse_tune_section
+from nas.tune.config import ParamSpec, TuneConfig, parse_params, parse_tune_section, set_tune_value
 from nas.tune.trial import EpochReporter, TrialPruned, suggest, trial_config
 from tests.conftest import jsonl_rows, run_nas
 
@@ -117,6 +117,12 @@ def test_bad_declarations_name_the_field(params: dict, message: str) -> None:
 def test_bad_tune_settings_are_errors(section: dict, message: str) -> None:
     with pytest.raises(NasError, match=message):
         parse_tune_section(section, TrainConfig)
+
+
+@pytest.mark.parametrize("name", ["params", "params.train.lr"])
+def test_params_cannot_be_set_from_the_command_line(name: str) -> None:
+    with pytest.raises(NasError, match="tune.params is declared in the --config file"):
+        set_tune_value(TuneConfig(), name, 1)
 
 
 def test_suggested_values_stay_in_their_ranges_and_reach_the_config() -> None:

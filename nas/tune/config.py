@@ -131,7 +131,7 @@ def set_tune_value(tune: TuneConfig, name: str, value: Any) -> None:
         ok = value is None or (isinstance(value, int | float) and not isinstance(value, bool))
         if not ok or (value is not None and value <= 0):
             raise NasError(f"tune.timeout must be a positive number of seconds, got {value!r}")
-    elif name == "params":
+    elif name == "params" or name.startswith("params."):
         raise NasError("tune.params is declared in the --config file, not with --set")
     elif value is not None and not isinstance(value, str):
         raise NasError(f"tune.{name} must be a name, got {value!r}")
