@@ -261,10 +261,12 @@ def _depthwise(
     x = _channels_last(x)
     same = 2 * padding == dilation * (kernel - 1) and padding % dilation == 0
     if dilation == 1 or not same or stride not in (1, dilation):
+        if dilation == 1:
+            return _undilated(x, weight, stride, padding)
         return F.conv2d(x, weight, None, stride, padding, dilation, groups=channels)
     if stride == dilation:
         x = _channels_last(x[:, :, ::dilation, ::dilation])
-        return F.conv2d(x, weight, None, 1, padding // dilation, 1, groups=channels)
+        return _undilated(x, weight, 1, padding // dilation)
     batch, _, height, width = x.shape
     d = dilation
     pad_h, pad_w = -height % d, -width % d  # zeros, like the conv's own padding
@@ -273,10 +275,25 @@ def _depthwise(
     h, w = x.shape[2] // d, x.shape[3] // d
     phases = x.view(batch, channels, h, d, w, d).permute(3, 5, 0, 1, 2, 4)
     phases = _channels_last(phases.reshape(d * d * batch, channels, h, w))
-    out = F.conv2d(phases, weight, None, 1, padding // d, 1, groups=channels)
+    out = _undilated(phases, weight, 1, padding // d)
     out_channels = out.shape[1]
     out = out.view(d, d, batch, out_channels, h, w).permute(2, 3, 4, 0, 5, 1)
     return out.reshape(batch, out_channels, h * d, w * d)[:, :, :height, :width]
+
+
+def _undilated(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """An undilated depthwise conv2d. At stride 1 on a map smaller than the kernel, the taps that
+    only ever meet the zero padding are cropped away (a 5x5 kernel on a 2x2 map is a 3x3 one, on
+    a 1x1 map a 1x1 one): the same output, and those taps' gradients are zero either way. oneDNN's
+    depthwise convolution costs about its fixed overhead there, which the smaller kernel halves.
+    """
+    kernel = weight.shape[-1]
+    reach = max(x.shape[2], x.shape[3]) - 1  # the farthest a tap can be from the centre and hit
+    if stride == 1 and 2 * padding == kernel - 1 and reach < padding:
+        cut = padding - reach
+        weight = weight[:, :, cut : kernel - cut, cut : kernel - cut]
+        padding = reach
+    return F.conv2d(x, weight, None, stride, padding, 1, groups=x.shape[1])
 
 
 def _factorized_reduce_grouped(relu_x: torch.Tensor, ops: list[FactorizedReduce]) -> torch.Tensor:
