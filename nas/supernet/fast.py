@@ -162,7 +162,9 @@ def _embedded_pass(
     results = []
     if separable:
         second = [op[1] for _, _, op in separable]
-        hidden = F.relu(y[:, : len(separable)].flatten(1, 2))
+        # ReLU after the layout change: the conv then reads (and keeps for its backward) the
+        # tensor the ReLU keeps, not a channels-last copy of it
+        hidden = F.relu(_channels_last(y[:, : len(separable)].flatten(1, 2)))
         results.append((separable, _dil_grouped(hidden, second, shared_input=False, embed=True)))
     if dilated:
         results.append((dilated, y[:, len(separable) :]))
@@ -187,7 +189,7 @@ def _grouped(relu_x: torch.Tensor, ops: list[nn.Module]) -> torch.Tensor:
     x = _dil_grouped(relu_x, first, shared_input=True, embed=False)
     if isinstance(ops[0], SepConv):
         x = _dil_grouped(
-            F.relu(x.flatten(1, 2)), [op[1] for op in ops], shared_input=False, embed=False
+            F.relu(_channels_last(x.flatten(1, 2))), [op[1] for op in ops], False, embed=False
         )
     return x
 
