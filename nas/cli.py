@@ -62,29 +62,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nas: error: {message} (see {self.prog} --help)\n")
 
 
-def _run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """Options shared by the commands that write a run directory."""
-    parser.add_argument("--config", metavar="FILE", help="YAML config (see experiments/configs/)")
+def _config_arguments(
+    parser: argparse.ArgumentParser,
+    example: str,
+    config_help: str = "YAML config (see experiments/configs/)",
+) -> None:
+    """--config and --set, which every command that takes a configuration has."""
+    parser.add_argument("--config", metavar="FILE", help=config_help)
     parser.add_argument(
         "--set",
         metavar="KEY=VALUE",
         action="append",
         default=[],
         dest="overrides",
-        help="override any config field, e.g. --set data.batch_size=32 (repeatable)",
+        help=f"override a config field, e.g. --set {example} (repeatable)",
     )
-    parser.add_argument("--dataset", help="digits, synthetic or cifar10")
-    parser.add_argument("--data-dir", help="folder holding CIFAR-10 (cifar10 only)")
-    parser.add_argument("--epochs", type=int, help=f"{what} epochs")
-    parser.add_argument("--batch-size", type=int, help="images per step (per process)")
-    parser.add_argument("--layers", type=int, help="cells in the network")
-    parser.add_argument("--channels", type=int, help="initial channels C")
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--seed, --device, --out and --resume, for the commands that write one run directory."""
     parser.add_argument("--seed", type=int, help="random seed (default: 0)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/...)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out DIR from its checkpoint"
     )
+
+
+def _run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """Options shared by the commands that search or train a cell network."""
+    _config_arguments(parser, "data.batch_size=32")
+    parser.add_argument("--dataset", help="digits, synthetic or cifar10")
+    parser.add_argument("--data-dir", help="folder holding CIFAR-10 (cifar10 only)")
+    parser.add_argument("--epochs", type=int, help=f"{what} epochs")
+    parser.add_argument("--batch-size", type=int, help="images per step (per process)")
+    parser.add_argument("--layers", type=int, help="cells in the network")
+    parser.add_argument("--channels", type=int, help="initial channels C")
+    _output_arguments(parser)
 
 
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,11 +253,7 @@ def _tune_parser(commands: Any) -> None:
         "(pip install 'nasforge[hpo]'). Each trial is a run directory in --out; re-running the "
         "same command continues the study. See docs/tuning.md.",
     )
-    tune.add_argument("--config", metavar="FILE", help="YAML config with a tune: section")
-    tune.add_argument(
-        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-        help="override a config field or a tune setting, e.g. --set tune.min_epochs=2",
-    )  # fmt: skip
+    _config_arguments(tune, "tune.min_epochs=2", "YAML config with a tune: section")
     tune.add_argument("--trials", type=int, help="trials the study should hold (tune.trials)")
     tune.add_argument("--sampler", help="random, grid or tpe (tune.sampler)")
     tune.add_argument("--pruner", help="none, asha or hyperband (tune.pruner)")
@@ -271,11 +281,7 @@ def _grow_parser(commands: Any) -> None:
         "config.yaml, checkpoints/ (last.pt, ensemble.pt) and tb/. Defaults: MLP candidates of "
         "width 128 on digits, 3 iterations, 20 epochs per candidate. See docs/adanet.md.",
     )
-    grow.add_argument("--config", metavar="FILE", help="YAML config (see experiments/configs/)")
-    grow.add_argument(
-        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-        help="override any config field, e.g. --set adanet.widths=[64,256] (repeatable)",
-    )  # fmt: skip
+    _config_arguments(grow, "adanet.widths=[64,256]")
     grow.add_argument("--dataset", help="digits, synthetic, breast_cancer or csv")
     grow.add_argument("--data-file", metavar="FILE", help="csv only: the table to learn")
     grow.add_argument("--target", metavar="COLUMN", help="csv only: the label column")
@@ -290,12 +296,7 @@ def _grow_parser(commands: Any) -> None:
         "--force-grow", action="store_const", const=True,
         help="add the best candidate even when it does not lower the objective",
     )  # fmt: skip
-    grow.add_argument("--seed", type=int, help="random seed (default: 0)")
-    grow.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
-    grow.add_argument("--out", metavar="DIR", help="run directory (default: runs/...)")
-    grow.add_argument(
-        "--resume", action="store_true", help="continue the run in --out DIR from its checkpoint"
-    )
+    _output_arguments(grow)
     _launch_arguments(grow)
     grow.set_defaults(handler=_grow)
 
