@@ -352,8 +352,11 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
         processes = f", {runtime.world_size} processes" if runtime.is_distributed else ""
         print(f"{banner}, epochs {start + 1}..{epochs}, device {runtime.device}"
               f"{processes}, run dir {run_dir}", file=sys.stderr)  # fmt: skip
+    completed = False
     try:
-        return engine.run(start)
+        record = engine.run(start)
+        completed = True
+        return record
     except KeyboardInterrupt:
         print(
             f"\nnas: interrupted; completed epochs are checkpointed. Continue with: "
@@ -363,7 +366,7 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
         return None
     finally:
         logger.close()
-        runtime.shutdown()
+        runtime.shutdown(wait=completed)
 
 
 def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:

@@ -5,6 +5,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,3 +168,29 @@ def test_a_rank_that_raises_stops_every_rank_with_the_error(tmp_path) -> None:
     result = run_nas(*RESTART_ARGS, "--out", str(tmp_path / "run"), env=fault)  # timeout: 600 s
     assert result.returncode != 0
     assert "injected fault at step 5" in result.stderr
+
+
+def _shutdown_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    runtime = Runtime(rank=rank, world_size=world, device=torch.device("cpu"))
+    share = runtime.split(2)  # a group per process, as AdaNet's async schedule makes
+    share.average([torch.ones(3)])
+    if rank == 0:  # rank 0 is still writing the run's outputs when rank 1 is done
+        time.sleep(1.0)
+        with open(f"{out}.outputs", "w") as f:
+            f.write("written")
+    runtime.shutdown(wait=True)
+    seen = os.path.exists(f"{out}.outputs")
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump({"outputs_seen": seen, "initialized": dist.is_initialized()}, f)
+
+
+def test_shutdown_waits_for_every_rank_and_destroys_every_group(tmp_path) -> None:
+    # Without the barrier rank 1 would leave (and exit) while rank 0 still writes; a rank
+    # that dies then makes torchrun stop the others mid-write.
+    out = str(tmp_path / "rank")
+    mp.spawn(_shutdown_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    for rank in range(2):
+        seen = json.loads(Path(f"{out}.{rank}").read_text())
+        assert seen == {"outputs_seen": True, "initialized": False}, rank

@@ -95,11 +95,14 @@ def tune_main(args: argparse.Namespace) -> int:
 
     setup = plan(args)
     runtime = init_runtime(setup.device)
+    completed = False
     try:
         study = _open(setup, args) if runtime.is_main else None
-        return _loop(setup, study, runtime)
+        status = _loop(setup, study, runtime)
+        completed = True
+        return status
     finally:
-        runtime.shutdown()
+        runtime.shutdown(wait=completed)
 
 
 def _open(setup: _Plan, args: argparse.Namespace) -> Any:
