@@ -212,22 +212,35 @@ def _dil_grouped(
     conv = blocks[0][1]
     stride, padding, dilation = conv.stride[0], conv.padding[0], conv.dilation[0]
     if embed:
-        kernels = [_embed(block[1].weight, block[1].dilation[0]) for block in blocks]
         padding, dilation = EMBED_SIZE // 2, 1
+    depthwise, pointwise = _grouped_kernels(blocks, shared_input, embed)
+    x = _depthwise(x, depthwise, stride, padding, dilation)
+    height, width = x.shape[2:]
+    if shared_input:
+        x = x.view(batch, channels, k, height, width).transpose(1, 2)
+    x = x.contiguous().view(batch, k, channels, height * width)
+    x = torch.matmul(pointwise, x).view(batch, -1, height, width)
+    x = F.batch_norm(x, None, None, training=True, momentum=0.0, eps=blocks[0][3].eps)
+    return x.view(batch, k, -1, height, width)
+
+
+def _grouped_kernels(
+    blocks: list[DilConv], shared_input: bool, embed: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights of k DilConv blocks as the two tensors `_dil_grouped` runs: the depthwise
+    kernels (k x C, 1, kh, kw), channel-major (c, edge) for a shared input, and the pointwise
+    matrices (k, C_out, C). These per-edge stacks and pads are a step's weight preparation
+    (experiments/stacked_weights_bound.py measures what storing weights stacked would save).
+    """
+    if embed:
+        kernels = [_embed(block[1].weight, block[1].dilation[0]) for block in blocks]
     else:
         kernels = [block[1].weight for block in blocks]
     depthwise = torch.stack(kernels)  # (k, C, 1, kh, kw)
     if shared_input:
         depthwise = depthwise.transpose(0, 1)  # channel-major: (C, k, 1, kh, kw)
-    x = _depthwise(x, depthwise.flatten(0, 1), stride, padding, dilation)
-    height, width = x.shape[2:]
-    if shared_input:
-        x = x.view(batch, channels, k, height, width).transpose(1, 2)
-    x = x.contiguous().view(batch, k, channels, height * width)
-    pointwise = torch.stack([block[2].weight.flatten(1) for block in blocks])  # (k, C_out, C)
-    x = torch.matmul(pointwise, x).view(batch, -1, height, width)
-    x = F.batch_norm(x, None, None, training=True, momentum=0.0, eps=blocks[0][3].eps)
-    return x.view(batch, k, -1, height, width)
+    pointwise = torch.stack([block[2].weight.flatten(1) for block in blocks])
+    return depthwise.flatten(0, 1), pointwise
 
 
 def _embed(weight: torch.Tensor, dilation: int) -> torch.Tensor:
