@@ -147,6 +147,27 @@ def test_grow_keeps_the_candidate_with_the_lowest_held_out_objective(tmp_path) -
     assert [len(m["mixture_weight"]) for m in data["members"]] == [2] * members  # per class
 
 
+def test_progress_bars_count_the_steps_each_epoch_takes(tmp_path, monkeypatch) -> None:
+    # Candidate and mixture epochs differ in length: each bar's total is its own epoch's.
+    from nas.logging import RunLogger
+
+    bars, progress = [], RunLogger.progress
+
+    def counting(iterable):
+        for item in iterable:
+            bars[-1][1] += 1
+            yield item
+
+    def counted(self, iterable, total, desc):
+        bars.append([total, 0])
+        return progress(self, counting(iterable), total, desc)
+
+    monkeypatch.setattr(RunLogger, "progress", counted)
+    _run(tmp_path, "--set", "adanet.mixture_epochs=3")
+    assert len(bars) == 6 and all(total == steps for total, steps in bars), bars
+    assert bars[2][1] != bars[0][1] and bars[2][1] % 3 == 0  # mixture: 3 held-out passes
+
+
 def test_growth_stops_when_no_candidate_lowers_the_objective(tmp_path) -> None:
     # A complexity weight this large makes every ensemble worse than the empty one (log 2).
     _, metrics, candidates = _run(tmp_path, "--set", "adanet.complexity_weight=5")

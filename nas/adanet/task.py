@@ -141,11 +141,11 @@ class GrowTask(Task):
             self.mixtures = Mixtures(self.ensemble, self.candidates, self.config.adanet.mixture_lr)
         seed = self.config.run.seed * 1009 + self.iteration
         shard = (self.runtime.rank, self.runtime.world_size)
-        return itertools.chain.from_iterable(
+        return _Passes([
             loader(self.val_set, self.config.data.batch_size, True, seed, mixture_pass,
                    shard=shard)
             for mixture_pass in range(self.config.adanet.mixture_epochs)
-        )  # fmt: skip
+        ])  # fmt: skip
 
     def _candidate_round(self, round_: int) -> list[list[Candidate]]:
         target = min((round_ + 1) * self.steps_per_round, self.rounds * self.steps_per_round)
@@ -352,3 +352,16 @@ class GrowTask(Task):
         if state["mixtures"] is not None:
             self.mixtures = Mixtures(self.ensemble, self.candidates, self.config.adanet.mixture_lr)
             self.mixtures.load_state_dict(state["mixtures"])
+
+
+class _Passes:
+    """Several loaders read one after another, with their total length (the progress bar's)."""
+
+    def __init__(self, loaders: list[Any]) -> None:
+        self.loaders = loaders
+
+    def __iter__(self) -> Any:
+        return itertools.chain.from_iterable(self.loaders)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.loaders)

@@ -8,7 +8,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,8 @@ class Task:
         raise NotImplementedError
 
     def steps_per_epoch(self) -> int:
-        """How many batches `batches` yields (for the progress bar)."""
+        """How many batches `batches` yields (for the progress bar; an epoch whose batches
+        have a length shows that instead)."""
         raise NotImplementedError
 
     def step(self, batch: Any) -> StepResult:
@@ -142,8 +143,11 @@ class Engine:
             started = time.perf_counter()
             self.runtime.reset_peak_memory()
             loss_sum = correct = count = 0.0
+            batches = self.task.batches(epoch)
+            # epochs of different lengths (AdaNet's mixture epochs) give their own length
+            total = len(batches) if isinstance(batches, Sized) else steps
             bar = self.logger.progress(
-                self.task.batches(epoch), total=steps, desc=f"epoch {epoch + 1}/{self.epochs}"
+                batches, total=total, desc=f"epoch {epoch + 1}/{self.epochs}"
             )
             for index, batch in enumerate(bar):
                 result = self.task.step(batch)
