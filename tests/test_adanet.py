@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 
 import pytest
@@ -300,6 +301,27 @@ def test_killed_and_resumed_grow_matches_uninterrupted(
     for name in ("metrics.jsonl", "candidates.jsonl"):
         assert jsonl_rows(uninterrupted, name) == jsonl_rows(killed, name)
     assert (uninterrupted / "ensemble.json").read_text() == (killed / "ensemble.json").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_killed_and_resumed_async_grow_matches_uninterrupted(tmp_path) -> None:
+    # Rank 1 is killed inside iteration 2 (11 steps per round per share; step 28 is in its
+    # second round); the resumed run must end with the same ensemble, reports and forecasts.
+    args = ["grow", "--dataset", "breast_cancer", "--batch-size", "32", "--epochs", "3",
+            "--iterations", "3", "--schedule", "async", "--nproc-per-node", "2",
+            "--set", "adanet.mixture_epochs=3", "--set", "adanet.widths=[16]"]  # fmt: skip
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_nas(*args, "--out", str(whole)).returncode == 0
+    fault = {FAULT_ENV: "28", "NASFORGE_FAULT_RANK": "1"}
+    assert run_nas(*args, "--out", str(killed), env=fault).returncode != 0
+    resumed = run_nas("grow", "--out", str(killed), "--resume", "--nproc-per-node", "2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    first = int(re.search(r"epochs (\d+)\.\.12", resumed.stderr).group(1))
+    assert 4 < first <= 8  # it resumed inside iteration 2, not from the start
+    for name in ("metrics.jsonl", "candidates.jsonl"):
+        assert jsonl_rows(whole, name) == jsonl_rows(killed, name)
+    assert (whole / "ensemble.json").read_text() == (killed / "ensemble.json").read_text()
 
 
 def test_grow_user_errors_are_one_line(tmp_path, capsys) -> None:
