@@ -352,11 +352,12 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
         processes = f", {runtime.world_size} processes" if runtime.is_distributed else ""
         print(f"{banner}, epochs {start + 1}..{epochs}, device {runtime.device}"
               f"{processes}, run dir {run_dir}", file=sys.stderr)  # fmt: skip
-    completed = False
     try:
-        record = engine.run(start)
-        completed = True
-        return record
+        with runtime.until_done():
+            try:
+                return engine.run(start)
+            finally:
+                logger.close()
     except KeyboardInterrupt:
         print(
             f"\nnas: interrupted; completed epochs are checkpointed. Continue with: "
@@ -364,9 +365,6 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
             file=sys.stderr,
         )
         return None
-    finally:
-        logger.close()
-        runtime.shutdown(wait=completed)
 
 
 def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:

@@ -174,13 +174,13 @@ def _shutdown_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     runtime = Runtime(rank=rank, world_size=world, device=torch.device("cpu"))
-    share = runtime.split(2)  # a group per process, as AdaNet's async schedule makes
-    share.average([torch.ones(3)])
-    if rank == 0:  # rank 0 is still writing the run's outputs when rank 1 is done
-        time.sleep(1.0)
-        with open(f"{out}.outputs", "w") as f:
-            f.write("written")
-    runtime.shutdown(wait=True)
+    with runtime.until_done():  # as the CLI runs a command
+        share = runtime.split(2)  # a group per process, as AdaNet's async schedule makes
+        share.average([torch.ones(3)])
+        if rank == 0:  # rank 0 is still writing the run's outputs when rank 1 is done
+            time.sleep(1.0)
+            with open(f"{out}.outputs", "w") as f:
+                f.write("written")
     seen = os.path.exists(f"{out}.outputs")
     with open(f"{out}.{rank}", "w") as f:
         json.dump({"outputs_seen": seen, "initialized": dist.is_initialized()}, f)

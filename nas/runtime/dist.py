@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -165,6 +166,18 @@ class Runtime:
             dist.barrier()
         dist.destroy_process_group()
         gc.collect()
+
+    @contextlib.contextmanager
+    def until_done(self) -> Iterator[None]:
+        """Run the body, then `shutdown`: waiting for every rank when the body ended normally
+        (a `return` included), not when it raised (another rank may never reach the barrier).
+        """
+        try:
+            yield
+        except BaseException:
+            self.shutdown()
+            raise
+        self.shutdown(wait=True)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -95,14 +95,9 @@ def tune_main(args: argparse.Namespace) -> int:
 
     setup = plan(args)
     runtime = init_runtime(setup.device)
-    completed = False
-    try:
+    with runtime.until_done():
         study = _open(setup, args) if runtime.is_main else None
-        status = _loop(setup, study, runtime)
-        completed = True
-        return status
-    finally:
-        runtime.shutdown(wait=completed)
+        return _loop(setup, study, runtime)
 
 
 def _open(setup: _Plan, args: argparse.Namespace) -> Any:
