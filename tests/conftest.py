@@ -54,3 +54,49 @@ def jsonl_rows(run: Path, name: str = "metrics.jsonl") -> list[dict]:
     """The rows of a run's jsonl file, without the TIMING fields."""
     rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def file_states(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `folder` (hidden ones too): relative path -> (content, mode)."""
+    return {
+        str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mode)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def assert_refused(*args: str, cwd: Path, subprocess_run: bool = False, contains: str = "") -> str:
+    """Run `nas ARGS` in `cwd` and check it refused cleanly; return its error line.
+
+    A refusal exits with status 2, prints exactly one stderr line starting with `nas: error:`
+    (no traceback, no huge echoed value) and leaves every file under `cwd` as it was. In-process
+    by default (fast); `subprocess_run=True` for what needs a real process (launcher, signals).
+    """
+    import contextlib
+    import io
+
+    before = file_states(cwd)
+    if subprocess_run:
+        result = run_nas(*args, cwd=cwd)
+        status, stderr = result.returncode, result.stderr
+    else:
+        from nas.cli import main
+
+        buffer, previous = io.StringIO(), Path.cwd()
+        os.chdir(cwd)
+        try:
+            with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    status = main(list(args))
+                except SystemExit as exit_:
+                    status = exit_.code
+        finally:
+            os.chdir(previous)
+        stderr = buffer.getvalue()
+    lines = stderr.strip().splitlines()
+    assert status == 2, f"exit status {status}, stderr:\n{stderr}"
+    assert len(lines) == 1 and lines[0].startswith("nas: error:"), f"stderr:\n{stderr}"
+    assert "Traceback" not in stderr and len(lines[0]) <= 600, lines[0][:1000]
+    assert contains in lines[0], f"{contains!r} not in: {lines[0]}"
+    assert file_states(cwd) == before, "a refused command changed files under its folder"
+    return lines[0]
