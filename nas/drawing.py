@@ -124,6 +124,11 @@ def save_genotype_png(genotype: Genotype, path: Path) -> None:
     """Draw both cells into a PNG file. Raises NasError without matplotlib or a writable path."""
     if path.suffix.lower() != ".png":
         raise NasError(f"--out {path}: the drawing is a PNG; name the file *.png")
+    if path.is_dir() or (path.exists() and not _drawn_by_nasforge(path)):
+        raise NasError(
+            f"--out {path} already exists and is not a drawing nasforge made; nasforge does not "
+            "replace it: choose another file name"
+        )
     try:
         figure = genotype_figure(genotype)
     except ImportError:
@@ -134,6 +139,21 @@ def save_genotype_png(genotype: Genotype, path: Path) -> None:
     from nas.io import atomic_write
 
     try:
-        atomic_write(path, lambda f: figure.savefig(f, format="png"))
+        atomic_write(
+            path, lambda f: figure.savefig(f, format="png", metadata={"Software": _SOFTWARE})
+        )
     except OSError as err:
         raise NasError(f"--out {path}: cannot write the drawing ({err})") from None
+
+
+# The PNG text chunk that marks a drawing as nasforge's, so a later `nas show --out` may replace it.
+_SOFTWARE = "nasforge"
+
+
+def _drawn_by_nasforge(path: Path) -> bool:
+    """True when `path` is a PNG whose Software text chunk is nasforge's."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return data.startswith(b"\x89PNG") and b"tEXtSoftware\x00" + _SOFTWARE.encode() in data

@@ -3,6 +3,7 @@
 import json
 import signal
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -13,7 +14,7 @@ from nas.published import PUBLISHED_GENOTYPES
 from nas.runtime.engine import FAULT_ENV
 from nas.spaces import get_space
 from nas.supernet import SearchNetwork
-from tests.conftest import jsonl_rows, run_nas
+from tests.conftest import assert_refused, jsonl_rows, run_nas
 
 SMALL = ["--dataset", "digits", "--layers", "3", "--channels", "4", "--batch-size", "64",
          "--cutout", "3", "--set", "data.augment=false"]  # fmt: skip
@@ -162,6 +163,20 @@ def test_show_prints_and_draws_both_cells(tmp_path) -> None:
     assert imread(out).shape[1] > imread(out).shape[0]  # two cells side by side
     bad = run_nas("show", "DARTS_V2", "--out", str(tmp_path / "cells.svg"))
     assert bad.returncode == 2 and "PNG" in bad.stderr
+
+
+def test_show_replaces_only_its_own_drawing(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    ours = tmp_path / "cells.png"
+    for _ in range(2):  # drawing again over its own drawing is allowed
+        assert main(["show", "DARTS_V2", "--out", str(ours)]) == 0
+    from matplotlib import pyplot
+
+    users = tmp_path / "photo.png"
+    pyplot.imsave(users, np.zeros((4, 4)))  # a PNG nasforge did not draw
+    (tmp_path / "notes.png").write_text("not even a PNG")
+    for name in ("photo.png", "notes.png"):
+        assert_refused("show", "DARTS_V2", "--out", name, cwd=tmp_path, contains="not a drawing")
 
 
 @pytest.fixture(scope="module")
