@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from nas.errors import NasError, shorten
+from nas.errors import NasError, clip, shorten
 from nas.spaces import NUM_INPUT_NODES, CellSpace, get_space
 
 FORMAT = "nasforge.genotype"
@@ -297,7 +297,7 @@ def _literal_edges(node: ast.expr, name: str) -> list[dict[str, Any]]:
         if not ok:
             raise NasError(
                 f"genotype notation: {name}: expected ('op', input) pairs, got "
-                f"{shorten(ast.unparse(item))}"
+                f"{clip(ast.unparse(item))}"
             )
         edges.append({"op": item.elts[0].value, "input": item.elts[1].value})
     return edges
@@ -307,9 +307,7 @@ def _literal_concat(node: ast.expr, name: str) -> list[int]:
     def const_int(n: ast.expr) -> int:
         if isinstance(n, ast.Constant) and type(n.value) is int:
             return n.value
-        raise NasError(
-            f"genotype notation: {name}: expected integers, got {shorten(ast.unparse(n))}"
-        )
+        raise NasError(f"genotype notation: {name}: expected integers, got {clip(ast.unparse(n))}")
 
     if isinstance(node, ast.List | ast.Tuple):
         return [const_int(n) for n in node.elts]
@@ -320,7 +318,7 @@ def _literal_concat(node: ast.expr, name: str) -> list[int]:
         bounds = [const_int(n) for n in node.args]
         if bounds[-1] - (bounds[0] if len(bounds) == 2 else 0) > MAX_CONCAT:
             raise NasError(
-                f"genotype notation: {name}: {shorten(ast.unparse(node))} spans more states than "
+                f"genotype notation: {name}: {clip(ast.unparse(node))} spans more states than "
                 "a cell has"
             )
         return list(range(*bounds))

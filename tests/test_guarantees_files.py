@@ -131,7 +131,8 @@ FLAG_CASES = {
 def test_a_hostile_value_is_refused(tmp_path: Path, name: str) -> None:
     extra, contains = FLAG_CASES[name]
     command, *rest = extra
-    assert_refused(*SMALL[command], *rest, cwd=tmp_path, contains=contains)
+    with deadline(30):
+        assert_refused(*SMALL[command], *rest, cwd=tmp_path, contains=contains)
 
 
 # Settings torch would reject, or sizes that cannot work: refused when the config is read.
@@ -178,7 +179,8 @@ RANGE_CASES = [
 def test_a_setting_out_of_range_is_refused_naming_it(
     tmp_path: Path, command: str, key: str, value: str
 ) -> None:
-    assert_refused(*SMALL[command], "--set", f"{key}={value}", cwd=tmp_path, contains=key)
+    with deadline(30):
+        assert_refused(*SMALL[command], "--set", f"{key}={value}", cwd=tmp_path, contains=key)
 
 
 def _genotype_with(**changes: object) -> dict:
