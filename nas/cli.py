@@ -315,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     except NasError as err:
         print(f"nas: error: {err}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        from nas.errors import out_of_memory_message
+
+        message = out_of_memory_message(err, args.command)
+        if message is None:
+            raise
+        print(f"nas: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             "\nnas: interrupted; completed epochs are checkpointed: continue with --resume",
@@ -476,8 +484,11 @@ def _grow(args: argparse.Namespace) -> int:
 
 
 def _genotype_label(source: str) -> str:
+    if source.lstrip().startswith("Genotype("):  # the notation names no file
+        return "notation"
     path = Path(source)
-    return path.parent.name if path.name == "genotype.json" else path.stem
+    # cut: the label goes into a directory name, which the file system limits
+    return (path.parent.name if path.name == "genotype.json" else path.stem)[:60]
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nas.errors import NasError
+from nas.errors import NasError, shorten
+from nas.yamlfile import load_yaml as load_yaml
+from nas.yamlfile import parse_yaml
+
+# Integers go to torch as int64 (seeds, sizes, epochs).
+INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -130,11 +135,11 @@ class _Sections:
         sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         keys = all_keys(type(self))
         if section_name not in sections or not name:
-            raise NasError(f"unknown config key {key!r}{_suggest(key, keys)}")
+            raise NasError(f"unknown config key {shorten(key)}{_suggest(key, keys)}")
         section = sections[section_name]
         hints = typing.get_type_hints(type(section))
         if name not in hints:
-            raise NasError(f"unknown config key {key!r}{_suggest(key, keys)}")
+            raise NasError(f"unknown config key {shorten(key)}{_suggest(key, keys)}")
         setattr(section, name, _coerce(value, hints[name], key))
 
 
@@ -213,7 +218,7 @@ def all_keys(config_class: type = Config) -> list[str]:
 
 
 def _suggest(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(key[:100], choices, n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(choices)}"
 
 
@@ -231,29 +236,47 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except NasError:
                 pass
-        raise NasError(f"config key {key!r}: expected {_type_name(hint)}, got {value!r}")
+        raise NasError(f"config key {key!r}: expected {_type_name(hint)}, got {shorten(value)}")
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list | tuple):
-            raise NasError(f"config key {key!r}: expected a list, got {value!r}")
+            raise NasError(f"config key {key!r}: expected a list, got {shorten(value)}")
         return [_coerce(v, item, key) for v in value]
     if hint is bool:
         if isinstance(value, bool):
             return value
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT64_MAX:
+                raise NasError(
+                    f"config key {key!r}: {shorten(value)} does not fit a 64-bit integer "
+                    f"(at most {INT64_MAX})"
+                )
             return value
     elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = _float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise NasError(f"config key {key!r}: expected a finite number, got {number}")
+            return number
     elif hint is str and isinstance(value, str):
         return value
-    raise NasError(f"config key {key!r}: expected {_type_name(hint)}, got {value!r}")
+    raise NasError(f"config key {key!r}: expected {_type_name(hint)}, got {shorten(value)}")
+
+
+def _float(value: Any) -> float | None:
+    """`value` as a float, or None when it is no number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float range
+            return math.inf
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _type_name(hint: Any) -> str:
@@ -264,10 +287,10 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     """Split `key=value` (the value read as YAML). Raises NasError if there is no '='."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise NasError(f"--set expects key=value, got {text!r}")
+        raise NasError(f"--set expects key=value, got {shorten(text)}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = parse_yaml(raw) if raw.strip() else None
+    except (yaml.YAMLError, ValueError):  # not YAML (or a number too long): the text itself
         value = raw
     return key.strip(), value
 
@@ -282,7 +305,9 @@ def apply_dict(config: _Sections, data: Any, where: str) -> None:
         if section == "meta":  # written by nasforge into run directories; informational
             continue
         if not isinstance(values, dict):
-            raise NasError(f"{where}: section {section!r} must be a mapping of keys to values")
+            raise NasError(
+                f"{where}: section {shorten(section)} must be a mapping of keys to values"
+            )
         for name, value in values.items():
             try:
                 config.set(f"{section}.{name}", value)
@@ -290,120 +315,9 @@ def apply_dict(config: _Sections, data: Any, where: str) -> None:
                 raise NasError(f"{where}: {err}") from None
 
 
-def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file. Raises NasError if it is missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise NasError(f"config file {str(path)!r} does not exist")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise NasError(f"config file {path}: not valid YAML ({err})") from None
-
-
 def validate(config: _Sections) -> None:
-    """Range checks a type check cannot express. Raises NasError naming the key."""
-    checks = [
-        (config.data.batch_size >= 2, "data.batch_size must be at least 2 (BatchNorm needs it)"),
-        (0 < config.data.train_portion < 1, "data.train_portion must be between 0 and 1"),
-        (config.data.cutout >= 0, "data.cutout must be 0 (off) or a positive side length"),
-        (config.run.epochs >= 1, "run.epochs must be at least 1"),
-        (
-            not (config.run.sync_batchnorm and config.run.device == "cpu"),
-            "run.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)",
-        ),
-        (config.data.synthetic_samples >= 4, "data.synthetic_samples must be at least 4"),
-        (config.data.synthetic_classes >= 2, "data.synthetic_classes must be at least 2"),
-        (
-            config.data.name == "csv"
-            or (config.data.data_file is None and config.data.target is None),
-            "data.data_file and data.target (--data-file, --target) apply to --dataset csv only",
-        ),
-    ]
-    own_checks = config.checks()
-    if own_checks is not None:
-        _raise_first(checks + own_checks)
-        return
-    model = config.model
-    checks += [
-        (model.layers is None or model.layers >= 1, "model.layers must be at least 1"),
-        (model.channels is None or model.channels >= 1, "model.channels must be at least 1"),
-    ]
-    if isinstance(config, TrainConfig):
-        train = config.train
-        checks += [
-            (model.network in NETWORK_DEFAULTS, "model.network must be cifar or imagenet"),
-            (
-                model.network != "imagenet" or (model.channels or 0) % 2 == 0,
-                "model.channels must be even for the imagenet network (its stem halves it)",
-            ),
-            (model.auxiliary_weight >= 0, "model.auxiliary_weight must be 0 (off) or positive"),
-            (0 <= model.drop_path < 1, "model.drop_path must be in [0, 1)"),
-            (train.lr > 0, "train.lr must be positive"),
-            (0 <= train.lr_min <= train.lr, "train.lr_min must be between 0 and train.lr"),
-            (train.momentum >= 0, "train.momentum must be 0 or positive"),
-            (train.weight_decay >= 0, "train.weight_decay must be 0 or positive"),
-            (train.grad_clip > 0, "train.grad_clip must be positive"),
-            (0 <= train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
-        ]
-    else:
-        checks += [
-            (model.path in ("fast", "reference"), "model.path must be fast or reference"),
-            (model.partial_channels >= 1, "model.partial_channels must be 1 (off) or more"),
-            (config.strategy.order in (1, 2), "strategy.order must be 1 or 2"),
-            (config.strategy.weight_lr > 0, "strategy.weight_lr must be positive"),
-            (config.strategy.alpha_lr > 0, "strategy.alpha_lr must be positive"),
-            (len(config.strategy.alpha_betas) == 2, "strategy.alpha_betas must be two numbers"),
-        ]
-        checks += _asap_checks(config.strategy)
-    _raise_first(checks)
+    """Range checks a type check cannot express (nas/config_checks.py). Raises NasError naming
+    the key."""
+    from nas.config_checks import check_config
 
-
-def _raise_first(checks: list[tuple[bool, str]]) -> None:
-    for ok, message in checks:
-        if not ok:
-            raise NasError(message)
-
-
-# Keys that only ASAP reads: set with another strategy they would silently do nothing.
-ASAP_KEYS = (
-    "temperature",
-    "temperature_final",
-    "temperature_decay",
-    "anneal_every",
-    "grace_temperature",
-    "prune_threshold",
-    "prune_threshold_final",
-)
-
-
-def _asap_checks(strategy: StrategyConfig) -> list[tuple[bool, str]]:
-    if strategy.name != "asap":
-        defaults = StrategyConfig()
-        return [
-            (
-                getattr(strategy, key) == getattr(defaults, key),
-                f"strategy.{key} is an ASAP setting; it has no effect with strategy "
-                f"{strategy.name!r} (use --strategy asap, or remove it)",
-            )
-            for key in ASAP_KEYS
-        ]
-    threshold = strategy.prune_threshold
-    decay = strategy.temperature_decay
-    return [
-        (strategy.temperature > 0, "strategy.temperature must be positive"),
-        (
-            0 < strategy.temperature_final < strategy.grace_temperature,
-            "strategy.temperature_final must be positive and below strategy.grace_temperature",
-        ),
-        (decay is None or 0 < decay <= 1, "strategy.temperature_decay must be in (0, 1]"),
-        (strategy.anneal_every in ("step", "epoch"), "strategy.anneal_every must be step or epoch"),
-        (
-            threshold is None or 0 <= threshold <= strategy.prune_threshold_final,
-            "strategy.prune_threshold must be between 0 and strategy.prune_threshold_final",
-        ),
-        (
-            0 <= strategy.prune_threshold_final <= 1,
-            "strategy.prune_threshold_final must be between 0 and 1",
-        ),
-    ]
+    check_config(config)

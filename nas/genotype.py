@@ -17,12 +17,14 @@ from typing import Any
 
 import torch
 
-from nas.errors import NasError
+from nas.errors import NasError, clip, shorten
 from nas.spaces import NUM_INPUT_NODES, CellSpace, get_space
 
 FORMAT = "nasforge.genotype"
 VERSION = 1
 CELL_KINDS = ("normal", "reduce")
+# A notation's range(a, b) is expanded only up to this length (a cell has a handful of states).
+MAX_CONCAT = 1000
 
 
 @dataclass(frozen=True)
@@ -76,18 +78,24 @@ class Genotype:
         allowed = {"format", "version", "space", "normal", "reduce"}
         extra = sorted(set(data) - allowed)
         if extra:
-            raise NasError(f"{where}: unexpected field(s) {extra}; allowed: {sorted(allowed)}")
+            raise NasError(
+                f"{where}: unexpected field(s) {_names(extra)}; allowed: {sorted(allowed)}"
+            )
         if data.get("format") != FORMAT:
-            raise NasError(f"{where}.format: expected {FORMAT!r}, got {data.get('format')!r}")
+            raise NasError(
+                f"{where}.format: expected {FORMAT!r}, got {shorten(data.get('format'))}"
+            )
         version = data.get("version")
         if type(version) is not int or version != VERSION:
             raise NasError(
-                f"{where}.version: unknown version {version!r}; this nasforge reads version "
-                f"{VERSION} (a newer file needs a newer nasforge)"
+                f"{where}.version: unknown version {shorten(version)}; this nasforge reads "
+                f"version {VERSION} (a newer file needs a newer nasforge)"
             )
         space_name = data.get("space")
         if not isinstance(space_name, str):
-            raise NasError(f"{where}.space: expected a search space name, got {space_name!r}")
+            raise NasError(
+                f"{where}.space: expected a search space name, got {shorten(space_name)}"
+            )
         try:
             space = get_space(space_name)
         except NasError as err:
@@ -116,15 +124,29 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
-        """Read and validate a genotype JSON file. Raises NasError for a missing or bad file."""
-        path = Path(path)
-        if not path.is_file():
-            raise NasError(f"genotype file {str(path)!r} does not exist")
+        """Read and validate a genotype JSON file. Raises NasError for a missing, unreadable or
+        bad file."""
+        where = shorten(str(path))
         try:
-            data = json.loads(path.read_text())
+            raw = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise NasError(f"genotype file {where} does not exist") from None
+        except OSError as err:  # a directory, no permission, a name too long
+            raise NasError(f"genotype file {where} cannot be read ({err.strerror})") from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise NasError(
+                f"genotype file {where} is not UTF-8 text (byte {raw[err.start]:#04x} at offset "
+                f"{err.start}); a genotype file is JSON written by nas search"
+            ) from None
         except json.JSONDecodeError as err:
-            raise NasError(f"{path}: not valid JSON ({err})") from None
-        return cls.from_dict(data, where=str(path))
+            raise NasError(f"genotype file {where}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise NasError(f"genotype file {where}: JSON nested too deeply to read") from None
+        except ValueError:  # an integer beyond Python's 4300-digit conversion limit
+            raise NasError(f"genotype file {where}: a number has more than 4300 digits") from None
+        return cls.from_dict(data, where=str(path)[:200])
 
     def to_notation(self) -> str:
         """The published DARTS notation, `Genotype(normal=[('op', input), ...], ...)`."""
@@ -145,7 +167,9 @@ def _cell_from_dict(data: Any, space: CellSpace, where: str) -> CellGenotype:
         raise NasError(f"{where}: expected an object with 'nodes' and 'concat'")
     extra = sorted(set(data) - {"nodes", "concat"})
     if extra:
-        raise NasError(f"{where}: unexpected field(s) {extra}; allowed: ['concat', 'nodes']")
+        raise NasError(
+            f"{where}: unexpected field(s) {_names(extra)}; allowed: ['concat', 'nodes']"
+        )
     nodes = data.get("nodes")
     if not isinstance(nodes, list):
         raise NasError(f"{where}.nodes: expected a list of {space.num_nodes} nodes")
@@ -173,19 +197,20 @@ def _cell_from_dict(data: Any, space: CellSpace, where: str) -> CellGenotype:
 
 def _edge_from_dict(data: Any, space: CellSpace, node: int, where: str) -> Edge:
     if not isinstance(data, dict) or set(data) != {"op", "input"}:
-        raise NasError(f'{where}: expected {{"op": name, "input": index}}, got {data!r}')
+        raise NasError(f'{where}: expected {{"op": name, "input": index}}, got {shorten(data)}')
     op, index = data["op"], data["input"]
     if op == "none":
         raise NasError(f"{where}.op: 'none' (the zero op) cannot be a kept edge; pick another op")
     if not isinstance(op, str) or op not in space.ops:
         choices = ", ".join(o for o in space.ops if o != "none")
         raise NasError(
-            f"{where}.op: unknown op {op!r} for space {space.name!r}; choose one of: {choices}"
+            f"{where}.op: unknown op {shorten(op)} for space {space.name!r}; choose one of: "
+            f"{choices}"
         )
     num_states = NUM_INPUT_NODES + node
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < num_states:
         raise NasError(
-            f"{where}.input: input index {index!r} out of range; node {node} reads states "
+            f"{where}.input: input index {shorten(index)} out of range; node {node} reads states "
             f"0..{num_states - 1}"
         )
     return Edge(op, index)
@@ -197,9 +222,11 @@ def _check_concat(concat: Any, space: CellSpace, where: str) -> tuple[int, ...]:
         raise NasError(f"{where}: expected a non-empty list of state indices")
     for index in concat:
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < num_states:
-            raise NasError(f"{where}: state index {index!r} out of range 0..{num_states - 1}")
+            raise NasError(
+                f"{where}: state index {shorten(index)} out of range 0..{num_states - 1}"
+            )
     if len(set(concat)) != len(concat):
-        raise NasError(f"{where}: repeated state index in {concat}")
+        raise NasError(f"{where}: repeated state index in {shorten(concat)}")
     return tuple(concat)
 
 
@@ -213,7 +240,9 @@ def parse_notation(text: str, space: str = "darts") -> Genotype:
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as err:
-        raise NasError(f"genotype notation: not parseable ({err.msg})") from None
+        raise NasError(f"genotype notation: not parseable ({err.msg[:120]})") from None
+    except (RecursionError, MemoryError):
+        raise NasError("genotype notation: nested too deeply to parse") from None
     if not (
         isinstance(tree, ast.Call)
         and isinstance(tree.func, ast.Name)
@@ -224,12 +253,13 @@ def parse_notation(text: str, space: str = "darts") -> Genotype:
         raise NasError("genotype notation: use keyword arguments (normal=..., reduce=...)")
     names = [kw.arg for kw in tree.keywords]
     if len(set(names)) != len(names):
-        raise NasError(f"genotype notation: a field is given twice in {names}")
+        raise NasError(f"genotype notation: a field is given twice in {_names(names)}")
     fields = {kw.arg: kw.value for kw in tree.keywords}
     expected = {"normal", "normal_concat", "reduce", "reduce_concat"}
     if set(fields) != expected:
         raise NasError(
-            f"genotype notation: expected fields {sorted(expected)}, got {sorted(map(str, fields))}"
+            f"genotype notation: expected fields {sorted(expected)}, got "
+            f"{_names(sorted(map(str, fields)))}"
         )
     try:
         cell_space = get_space(space)
@@ -266,7 +296,8 @@ def _literal_edges(node: ast.expr, name: str) -> list[dict[str, Any]]:
         )
         if not ok:
             raise NasError(
-                f"genotype notation: {name}: expected ('op', input) pairs, got {ast.unparse(item)}"
+                f"genotype notation: {name}: expected ('op', input) pairs, got "
+                f"{clip(ast.unparse(item))}"
             )
         edges.append({"op": item.elts[0].value, "input": item.elts[1].value})
     return edges
@@ -276,7 +307,7 @@ def _literal_concat(node: ast.expr, name: str) -> list[int]:
     def const_int(n: ast.expr) -> int:
         if isinstance(n, ast.Constant) and type(n.value) is int:
             return n.value
-        raise NasError(f"genotype notation: {name}: expected integers, got {ast.unparse(n)}")
+        raise NasError(f"genotype notation: {name}: expected integers, got {clip(ast.unparse(n))}")
 
     if isinstance(node, ast.List | ast.Tuple):
         return [const_int(n) for n in node.elts]
@@ -285,8 +316,18 @@ def _literal_concat(node: ast.expr, name: str) -> list[int]:
     )
     if is_range and not node.keywords and len(node.args) in (1, 2):
         bounds = [const_int(n) for n in node.args]
+        if bounds[-1] - (bounds[0] if len(bounds) == 2 else 0) > MAX_CONCAT:
+            raise NasError(
+                f"genotype notation: {name}: {clip(ast.unparse(node))} spans more states than "
+                "a cell has"
+            )
         return list(range(*bounds))
     raise NasError(f"genotype notation: {name} must be a list of integers or range(a, b)")
+
+
+def _names(names: list[Any]) -> str:
+    """A list of names a user wrote, each shortened."""
+    return "[" + ", ".join(shorten(name) for name in names[:10]) + (", ...]" if names[10:] else "]")
 
 
 def derive_cell(space: CellSpace, weights: torch.Tensor) -> CellGenotype:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from nas.errors import NasError
 from nas.io import atomic_write_text
 
 
@@ -36,14 +38,27 @@ class RunLogger:
         return self._writer
 
     def rewind(self, epoch: int) -> None:
-        """Forget everything logged after `epoch` completed epochs (a resumed run redoes them)."""
+        """Forget everything logged after `epoch` completed epochs (a resumed run redoes them).
+
+        A torn last line (killed mid-write) is dropped; any other damaged row raises NasError
+        naming its file and line, before any file is rewritten.
+        """
         if not self.enabled:
             return
-        for path in self.run_dir.glob("*.jsonl"):
-            rows = path.read_text().splitlines()
-            kept = [line for line in rows if _row_epoch(line) <= epoch]
+        rewritten = {}
+        for path in sorted(self.run_dir.glob("*.jsonl")):
+            rows = [line for line in path.read_bytes().splitlines() if line.strip()]
+            epochs = [_row_epoch(line) for line in rows]
+            if None in epochs[:-1]:
+                raise NasError(
+                    f"{path} line {epochs.index(None) + 1} is not a JSON row with an epoch "
+                    "number; fix or delete that line, then resume again"
+                )
+            kept = [row.decode() for row, at in zip(rows, epochs) if at is not None and at <= epoch]
             if len(kept) != len(rows):
-                atomic_write_text(path, "".join(line + "\n" for line in kept))
+                rewritten[path] = kept
+        for path, kept in rewritten.items():
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
         # TensorBoard drops older events at or after this step (all of them on a fresh start).
         self._purge_step = epoch + 1
 
@@ -123,12 +138,17 @@ class RunLogger:
 SUMMARY_EXTRAS = ("temperature", "threshold", "ops_remaining")
 
 
-def _row_epoch(line: str) -> float:
-    """The epoch of a jsonl row; a torn last line (killed mid-write) counts as after every epoch."""
+def _row_epoch(line: bytes) -> float | None:
+    """The epoch of a jsonl row (0 if it has none); None for a row that is no JSON object with a
+    finite epoch number."""
     try:
-        return json.loads(line).get("epoch", 0)
-    except (json.JSONDecodeError, AttributeError):
-        return float("inf")
+        row = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deeply
+        return None
+    at = row.get("epoch", 0) if isinstance(row, dict) else None
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        return None
+    return at
 
 
 def _tag(key: str) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.errors import NasError
-from nas.genotype import FORMAT, VERSION, Genotype
+from nas.errors import NasError, shorten
+from nas.genotype import FORMAT, VERSION, Genotype, parse_notation
 
 _CELLS: dict[str, dict[str, list[list[tuple[str, int]]]]] = {
     "DARTS_V1": {
@@ -89,21 +89,32 @@ PUBLISHED_GENOTYPES: dict[str, Genotype] = {name: _genotype(name) for name in _C
 
 
 def load_genotype(name_or_path: str) -> Genotype:
-    """A published genotype by name, a genotype JSON file, or a run directory's genotype.json.
+    """A published genotype by name, the DARTS notation `Genotype(normal=[...], ...)`, a genotype
+    JSON file, or a run directory's genotype.json.
 
     Raises NasError when it is none of these or the file is invalid.
     """
     if name_or_path in PUBLISHED_GENOTYPES:
         return PUBLISHED_GENOTYPES[name_or_path]
+    if name_or_path.lstrip().startswith("Genotype("):
+        return parse_notation(name_or_path)
     path = Path(name_or_path)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as err:  # a name too long for the file system
+        raise NasError(
+            f"genotype {shorten(name_or_path)} cannot be a file ({err.strerror}); give a "
+            f"published name ({', '.join(PUBLISHED_GENOTYPES)}), a genotype.json or the "
+            "notation Genotype(normal=[...], ...)"
+        ) from None
+    if is_dir:
         path = path / "genotype.json"
-        if not path.is_file():
-            raise NasError(f"{name_or_path} is a directory without a genotype.json")
-    elif not path.is_file():
+        if not path.exists():
+            raise NasError(f"{shorten(name_or_path)} is a directory without a genotype.json")
+    elif not is_file:
         names = ", ".join(PUBLISHED_GENOTYPES)
         raise NasError(
-            f"genotype {name_or_path!r} is neither a published name ({names}) nor an existing "
-            "file; pass a genotype.json written by nas search, or its run directory"
+            f"genotype {shorten(name_or_path)} is neither a published name ({names}) nor an "
+            "existing file; pass a genotype.json written by nas search, or its run directory"
         )
     return Genotype.load(path)

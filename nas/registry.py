@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from nas.errors import NasError
+from nas.errors import NasError, shorten
 
 T = TypeVar("T")
 
@@ -44,10 +44,11 @@ class Registry(Generic[T]):
         """Return the object registered as `name`. Raises NasError naming the known choices."""
         self._load()
         if name not in self._items:
-            close = difflib.get_close_matches(name, self._items, n=1)
+            close = difflib.get_close_matches(str(name)[:100], self._items, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise NasError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}.{hint}"
+                f"unknown {self.kind} {shorten(name)}; choose one of: "
+                f"{', '.join(self.names())}.{hint}"
             )
         return self._items[name]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nas.config import DataConfig, RunConfig, _Sections
+from nas.errors import NasError
 
 SCHEDULES = ("sync", "async")
 MIXTURES = ("scalar", "vector")
@@ -61,8 +62,10 @@ class GrowConfig(_Sections):
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=20))
 
     def checks(self) -> list[tuple[bool, str]]:
-        """Range and compatibility checks of the adanet section."""
+        """Range and compatibility checks of the adanet section. Raises NasError for an unknown
+        generator or an unreadable adanet.cnn_genotype."""
         ada, defaults = self.adanet, AdaNetConfig()
+        _check_generator(ada)
         return [
             (ada.iterations >= 1, "adanet.iterations must be at least 1"),
             (bool(ada.widths) and min(ada.widths) >= 1, "adanet.widths must be positive widths"),
@@ -107,3 +110,16 @@ class GrowConfig(_Sections):
                 "async forecasting needs run.epochs >= 2 (the leader is known after epoch 1)",
             ),
         ]
+
+
+def _check_generator(ada: AdaNetConfig) -> None:
+    from nas.adanet.generators import GENERATORS  # needs torch: imported when checked
+
+    GENERATORS.get(ada.generator)
+    if ada.generator == "cnn":
+        from nas.published import load_genotype
+
+        try:
+            load_genotype(ada.cnn_genotype)
+        except NasError as err:
+            raise NasError(f"adanet.cnn_genotype: {err}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,33 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, restore_rng: bool = True) -> dict[str, Any]:
-    """Load a checkpoint safely (tensors and plain containers only). Raises NasError if unusable."""
+    """Load a checkpoint safely (tensors and plain containers only). Raises NasError if unusable.
+
+    Torch's weights-only unpickler refuses anything else, so a hostile pickle never runs.
+    """
     if not path.is_file():
         raise NasError(f"no checkpoint at {str(path)!r}; nothing to resume")
+    damaged = f"checkpoint {path}"
+    redo = "it was not written by nasforge or is damaged; restore it or start a new run"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message advises loading unsafely: not repeated
+        raise NasError(
+            f"{damaged} holds objects other than tensors and plain containers, which are not "
+            f"loaded; {redo}"
+        ) from None
     except Exception as err:  # a truncated or foreign file: torch raises several kinds
-        raise NasError(f"checkpoint {path} cannot be read ({err})") from None
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise NasError(f"{damaged} cannot be read ({reason}); {redo}") from None
+    if not isinstance(payload, dict):
+        raise NasError(f"{damaged} holds a {type(payload).__name__}, not a checkpoint; {redo}")
     if payload.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise NasError(f"checkpoint {path} has an unknown format version")
+        raise NasError(f"{damaged} has an unknown format version; {redo}")
     if restore_rng:
-        _set_rng_state(payload["rng"])
+        try:
+            _set_rng_state(payload["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+            raise NasError(f"{damaged}: its random-number states are damaged; {redo}") from None
     return payload
 
 

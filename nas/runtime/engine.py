@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nas.errors import NasError
+from nas.errors import NasError, clip, shorten
 from nas.logging import RunLogger
 from nas.runtime.checkpoint import load_checkpoint, save_checkpoint
 from nas.runtime.dist import Runtime, restarted
@@ -122,10 +122,34 @@ class Engine:
         self._fault_step = int(fault) if fault and armed else None
 
     def resume(self) -> int:
-        """Load the last checkpoint; return the number of epochs it completed."""
-        payload = load_checkpoint(self.checkpoint_path)
-        self.task.load_state_dict(payload["task"])
-        return int(payload["epoch"])
+        """Load the last checkpoint; return the number of epochs it completed.
+
+        Raises NasError when the checkpoint is of another command or does not fit this run.
+        """
+        path = self.checkpoint_path
+        payload = load_checkpoint(path)
+        kind, epoch = payload.get("kind"), payload.get("epoch")
+        if kind is not None and kind != type(self.task).__name__:
+            raise NasError(
+                f"checkpoint {path} was written by another command ({shorten(kind)}, not "
+                f"{type(self.task).__name__}); resume it with that command or start a new run"
+            )
+        if type(epoch) is not int or not 0 <= epoch <= self.epochs:
+            raise NasError(
+                f"checkpoint {path}: completed epochs {shorten(epoch)} is not a count within "
+                f"run.epochs={self.epochs}; the file is damaged: restore it or start a new run"
+            )
+        try:
+            self.task.load_state_dict(payload["task"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            # Another command's state, or weights of another shape (a copied file).
+            raise NasError(
+                f"checkpoint {path} does not fit this run ({_first_line(err)}); it was written "
+                "by another command or configuration: restore this run's own checkpoint or "
+                "start a new run"
+            ) from None
+        self.logger.rewind(epoch)  # here, so that damaged logs are refused before anything runs
+        return epoch
 
     def run(self, start_epoch: int = 0) -> dict[str, Any]:
         """Train epochs `start_epoch`..`epochs - 1`; return the last epoch's metrics record."""
@@ -178,9 +202,8 @@ class Engine:
                 self.logger.summary(record, self.epochs)
                 self.logger.log_metrics(record)
                 self.task.log_epoch(epoch, record, self.logger)
-                save_checkpoint(
-                    self.checkpoint_path, {"epoch": epoch + 1, "task": self.task.state_dict()}
-                )
+                state = {"kind": type(self.task).__name__, "task": self.task.state_dict()}
+                save_checkpoint(self.checkpoint_path, {"epoch": epoch + 1, **state})
             for hook in self.epoch_hooks:
                 hook(record)
         return record
@@ -204,3 +227,9 @@ class Engine:
             if os.environ.get(FAULT_KIND_ENV) == "raise":
                 raise RuntimeError(f"injected fault at step {global_step} ({FAULT_KIND_ENV})")
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_line(err: BaseException) -> str:
+    """What an error says, on one short line (state-dict errors list every key)."""
+    text = " ".join(str(err).split())
+    return clip(text, 160) if text else type(err).__name__

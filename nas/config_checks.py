@@ -1,0 +1,158 @@
+"""Range checks of the configuration classes, run when a configuration is read.
+
+Each check names its key, so that a setting torch would reject (a negative momentum, Adam betas
+outside [0, 1)) or a size that cannot work is refused before a run directory is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from nas.config import NETWORK_DEFAULTS, Config, ModelConfig, StrategyConfig, TrainConfig, _Sections
+from nas.errors import NasError
+
+
+def check_config(config: _Sections) -> None:
+    """Range checks of every field a type check cannot express. Raises NasError naming the key."""
+    checks = [
+        (config.data.batch_size >= 2, "data.batch_size must be at least 2 (BatchNorm needs it)"),
+        (0 < config.data.train_portion < 1, "data.train_portion must be between 0 and 1"),
+        (config.data.cutout >= 0, "data.cutout must be 0 (off) or a positive side length"),
+        (config.run.epochs >= 1, "run.epochs must be at least 1"),
+        (
+            not (config.run.sync_batchnorm and config.run.device == "cpu"),
+            "run.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)",
+        ),
+        (config.data.synthetic_samples >= 4, "data.synthetic_samples must be at least 4"),
+        (config.data.synthetic_classes >= 2, "data.synthetic_classes must be at least 2"),
+        (config.data.synthetic_image_size >= 1, "data.synthetic_image_size must be at least 1"),
+        (config.data.synthetic_channels >= 1, "data.synthetic_channels must be at least 1"),
+        (
+            config.data.name == "csv"
+            or (config.data.data_file is None and config.data.target is None),
+            "data.data_file and data.target (--data-file, --target) apply to --dataset csv only",
+        ),
+    ]
+    own_checks = config.checks()
+    if own_checks is not None:
+        _raise_first(checks + own_checks)
+        _check_registered("nas.data", "DATASETS", config.data.name)
+        return
+    model = config.model
+    checks += [
+        (model.layers is None or model.layers >= 1, "model.layers must be at least 1"),
+        (model.channels is None or model.channels >= 1, "model.channels must be at least 1"),
+    ]
+    if isinstance(config, TrainConfig):
+        train = config.train
+        checks += [
+            (model.network in NETWORK_DEFAULTS, "model.network must be cifar or imagenet"),
+            (
+                model.network != "imagenet" or (model.channels or 0) % 2 == 0,
+                "model.channels must be even for the imagenet network (its stem halves it)",
+            ),
+            (model.auxiliary_weight >= 0, "model.auxiliary_weight must be 0 (off) or positive"),
+            (0 <= model.drop_path < 1, "model.drop_path must be in [0, 1)"),
+            (train.lr > 0, "train.lr must be positive"),
+            (0 <= train.lr_min <= train.lr, "train.lr_min must be between 0 and train.lr"),
+            (train.momentum >= 0, "train.momentum must be 0 or positive"),
+            (train.weight_decay >= 0, "train.weight_decay must be 0 or positive"),
+            (train.grad_clip > 0, "train.grad_clip must be positive"),
+            (0 <= train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        ]
+    else:
+        strategy = config.strategy
+        checks += [
+            (model.path in ("fast", "reference"), "model.path must be fast or reference"),
+            (model.partial_channels >= 1, "model.partial_channels must be 1 (off) or more"),
+            (strategy.order in (1, 2), "strategy.order must be 1 or 2"),
+            (strategy.weight_lr > 0, "strategy.weight_lr must be positive"),
+            (
+                0 <= strategy.weight_lr_min <= strategy.weight_lr,
+                "strategy.weight_lr_min must be between 0 and strategy.weight_lr",
+            ),
+            (strategy.weight_momentum >= 0, "strategy.weight_momentum must be 0 or positive"),
+            (strategy.weight_decay >= 0, "strategy.weight_decay must be 0 or positive"),
+            (strategy.grad_clip > 0, "strategy.grad_clip must be positive"),
+            (strategy.alpha_lr > 0, "strategy.alpha_lr must be positive"),
+            (
+                len(strategy.alpha_betas) == 2 and all(0 <= b < 1 for b in strategy.alpha_betas),
+                "strategy.alpha_betas must be two numbers in [0, 1) (Adam's beta1, beta2)",
+            ),
+            (
+                strategy.alpha_weight_decay >= 0,
+                "strategy.alpha_weight_decay must be 0 or positive",
+            ),
+        ]
+        checks += _asap_checks(strategy)
+    _raise_first(checks)
+    _check_registered("nas.data", "DATASETS", config.data.name)
+    if isinstance(config, Config):
+        _check_registered("nas.strategies", "STRATEGIES", config.strategy.name)
+        _check_supernet(config.model)
+
+
+def _check_registered(module: str, registry: str, name: str) -> None:
+    """`name` is registered in `module.registry` (imported only now: it needs torch). Raises
+    NasError naming the kind ("unknown dataset ...") and the choices."""
+    getattr(importlib.import_module(module), registry).get(name)
+
+
+def _check_supernet(model: ModelConfig) -> None:
+    """The space exists, its reduction cells fit `layers`, and K divides the channels."""
+    from nas.spaces import check_layers, get_space
+    from nas.supernet.network import check_partial_channels
+
+    space = get_space(model.space)
+    check_layers(space, model.layers)
+    check_partial_channels(space, model.channels, model.partial_channels)
+
+
+def _raise_first(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise NasError(message)
+
+
+# Keys that only ASAP reads: set with another strategy they would silently do nothing.
+ASAP_KEYS = (
+    "temperature",
+    "temperature_final",
+    "temperature_decay",
+    "anneal_every",
+    "grace_temperature",
+    "prune_threshold",
+    "prune_threshold_final",
+)
+
+
+def _asap_checks(strategy: StrategyConfig) -> list[tuple[bool, str]]:
+    if strategy.name != "asap":
+        defaults = StrategyConfig()
+        return [
+            (
+                getattr(strategy, key) == getattr(defaults, key),
+                f"strategy.{key} is an ASAP setting; it has no effect with strategy "
+                f"{strategy.name!r} (use --strategy asap, or remove it)",
+            )
+            for key in ASAP_KEYS
+        ]
+    threshold = strategy.prune_threshold
+    decay = strategy.temperature_decay
+    return [
+        (strategy.temperature > 0, "strategy.temperature must be positive"),
+        (
+            0 < strategy.temperature_final < strategy.grace_temperature,
+            "strategy.temperature_final must be positive and below strategy.grace_temperature",
+        ),
+        (decay is None or 0 < decay <= 1, "strategy.temperature_decay must be in (0, 1]"),
+        (strategy.anneal_every in ("step", "epoch"), "strategy.anneal_every must be step or epoch"),
+        (
+            threshold is None or 0 <= threshold <= strategy.prune_threshold_final,
+            "strategy.prune_threshold must be between 0 and strategy.prune_threshold_final",
+        ),
+        (
+            0 <= strategy.prune_threshold_final <= 1,
+            "strategy.prune_threshold_final must be between 0 and 1",
+        ),
+    ]
