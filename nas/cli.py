@@ -432,6 +432,9 @@ def _grow(args: argparse.Namespace) -> int:
         args, "grow", GrowConfig, GROW_FLAGS,
         lambda c: f"{c.adanet.generator}-{c.data.name}",
     )  # fmt: skip
+    from nas.data import load_dataset
+
+    data = load_dataset(config.data)  # a bad dataset is refused before the run dir is touched
     if not args.resume:  # a run that died before its first checkpoint may have left these
         (run_dir / "ensemble.json").unlink(missing_ok=True)
         (run_dir / "checkpoints" / "ensemble.pt").unlink(missing_ok=True)
@@ -439,7 +442,7 @@ def _grow(args: argparse.Namespace) -> int:
     from nas.adanet.task import GrowTask
 
     runtime = _start(config, run_dir, args)
-    task = GrowTask(config, runtime)
+    task = GrowTask(config, runtime, data)
     ada = config.adanet
     if ada.schedule == "async" and task.shares == 1 and runtime.is_main:
         print("nas grow: note: with one process (or one candidate) the async schedule has one "
@@ -505,10 +508,12 @@ def _train(args: argparse.Namespace) -> int:
     else:
         genotype = load_genotype(config.model.genotype)
 
+    from nas.data import load_dataset
     from nas.train import TrainTask
 
+    data = load_dataset(config.data)  # a bad dataset is refused before the run dir is written
     runtime = _start(config, run_dir, args)
-    task = TrainTask(config, genotype, runtime)
+    task = TrainTask(config, genotype, runtime, data)
     if runtime.is_main and not args.resume:
         genotype.save(run_dir / "genotype.json")
     banner = (

@@ -32,7 +32,7 @@ from nas.adanet.generators import GENERATORS, DataShape
 from nas.adanet.mixture import Mixtures
 from nas.adanet.outputs import IterationLog, candidate_label, evaluate_binary_auc, write_iteration
 from nas.adanet.schedule import RoundPlan, assign, num_shares, plan_round
-from nas.data import check_batch_size, classifier_sums, load_dataset, loader, split
+from nas.data import ImageData, check_batch_size, classifier_sums, load_dataset, loader, split
 from nas.logging import RunLogger
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
@@ -43,10 +43,10 @@ class GrowTask(Task):
 
     divergence_hint = "--set adanet.lr=... / adanet.mixture_lr=..."
 
-    def __init__(self, config: GrowConfig, runtime: Runtime) -> None:
+    def __init__(self, config: GrowConfig, runtime: Runtime, data: ImageData | None = None) -> None:
         self.config, self.runtime = config, runtime
         ada = config.adanet
-        data = load_dataset(config.data)
+        data = data if data is not None else load_dataset(config.data)
         self.data_info = {
             "dataset": config.data.name, "in_channels": data.in_channels,
             "image_size": data.image_size, "num_classes": data.num_classes,

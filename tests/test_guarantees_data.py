@@ -1,0 +1,145 @@
+"""Bad datasets, ensemble files and tuning inputs are refused at load time, on one line, and
+leave every file in the folder as it was.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_refused
+
+# --- CSV tables (nas grow --dataset csv) -----------------------------------------------------
+
+GROW_CSV = ["grow", "--dataset", "csv", "--data-file", "t.csv", "--target", "label",
+            "--out", "run", "--epochs", "1", "--batch-size", "2"]  # fmt: skip
+
+
+def _rows(count: int, label=lambda i: "ab"[i % 2]) -> str:
+    return "".join(f"{i},{i * 0.5},{label(i)}\n" for i in range(count))
+
+
+CSV_CASES = {
+    "not_utf8": (b"a,b,label\n1,2,\xff\xfe\n" + _rows(8).encode(), "not UTF-8"),
+    "nul_byte": (b"a,b,label\n1,2\x00,x\n" + _rows(8).encode(), "row 2"),
+    "field_over_limit": (f"a,b,label\n1,2,{'x' * 200_000}\n{_rows(8)}".encode(), "row 2"),
+    "ragged_row": (f"a,b,label\n{_rows(4)}1,2\n{_rows(4)}".encode(), "row 6"),
+    "non_numeric": (f"a,b,label\n{_rows(4)}1,four,a\n".encode(), "column 'b'"),
+    "long_non_numeric": (f"a,b,label\n1,{'y' * 5000},a\n{_rows(8)}".encode(), "column 'b'"),
+    "nan": (f"a,b,label\n{_rows(4)}nan,1,a\n".encode(), "row 6"),
+    "inf": (f"a,b,label\n{_rows(4)}1,-inf,a\n".encode(), "row 6"),
+    "empty": (b"", "empty"),
+    "blank_lines_only": (b"\n\n\n", "empty"),
+    "header_only": (b"a,b,label\n", "no data rows"),
+    "missing_target": (f"a,b,klass\n{_rows(8)}".encode(), "no column 'label'"),
+    "missing_target_wide_header": (
+        (",".join(f"column{i}" for i in range(5000)) + "\n").encode(),
+        "no column 'label'",
+    ),
+    "duplicate_target": (f"a,label,label\n{_rows(8)}".encode(), "2 columns named 'label'"),
+    "target_only": (b"label\na\nb\na\nb\n", "no feature columns"),
+    "single_class": (f"a,b,label\n{_rows(8, lambda i: 'a')}".encode(), "1 class"),
+    "label_per_row": (f"a,b,label\n{_rows(40, lambda i: str(i * 1.5))}".encode(), "40 labels"),
+    "too_few_rows": (f"a,b,label\n{_rows(6)}".encode(), "too small"),
+}
+
+
+@pytest.mark.parametrize("content,contains", CSV_CASES.values(), ids=CSV_CASES.keys())
+def test_bad_csv_is_refused(tmp_path, content: bytes, contains: str) -> None:
+    (tmp_path / "t.csv").write_bytes(content)
+    line = assert_refused(*GROW_CSV, cwd=tmp_path, contains=contains)
+    assert "t.csv" in line
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing"])
+def test_csv_path_that_is_no_file_is_refused(tmp_path, kind: str) -> None:
+    if kind == "directory":
+        (tmp_path / "t.csv").mkdir()
+        (tmp_path / "t.csv" / "inside.txt").write_text("kept")
+    line = assert_refused(*GROW_CSV, cwd=tmp_path, contains="t.csv")
+    assert ("is a directory" in line) == (kind == "directory")
+
+
+def test_good_csv_still_loads(tmp_path) -> None:
+    from nas.config import DataConfig
+    from nas.data import load_dataset
+
+    (tmp_path / "t.csv").write_text("a,b,label\n" + _rows(20))
+    config = DataConfig(name="csv", data_file=str(tmp_path / "t.csv"), target="label")
+    data = load_dataset(config)
+    assert (data.in_channels, data.num_classes, len(data.train) + len(data.test)) == (2, 2, 20)
+
+
+# --- CIFAR-10 batches (--data-dir) -----------------------------------------------------------
+
+TRAIN_CIFAR = ["train", "--genotype", "DARTS_V2", "--dataset", "cifar10", "--data-dir", "cifar",
+               "--layers", "2", "--channels", "4", "--epochs", "1", "--batch-size", "2",
+               "--out", "run"]  # fmt: skip
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def _cifar_batch(images: int = 4, labels=None, width: int = 3072, dtype=np.uint8) -> dict:
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (images, width)).astype(dtype)
+    return {b"data": data, b"labels": list(range(images)) if labels is None else labels}
+
+
+class _Payload:
+    """Unpickling it would create the file `marker` in the working folder."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch marker",))
+
+
+CIFAR_CASES = {
+    "more_labels_than_images": (_cifar_batch(labels=[0, 1, 2, 3, 4]), "5 labels for 4 images"),
+    "fewer_labels_than_images": (_cifar_batch(labels=[0]), "1 labels for 4 images"),
+    "label_above_9": (_cifar_batch(labels=[0, 1, 10, 3]), "label 10 is out of range"),
+    "negative_label": (_cifar_batch(labels=[0, -1, 2, 3]), "label -1 is out of range"),
+    "float_labels": (_cifar_batch(labels=[0.5, 1, 2, 3]), "labels must be a list of integers"),
+    # 4 rows of 16x16 images reshape to one 32x32 image: the sizes must be checked, not reshaped
+    "images_16x16": (_cifar_batch(width=768), "images of 768 bytes"),
+    "images_not_bytes": (_cifar_batch(dtype=np.float64), "uint8"),
+    "not_a_dict": ([1, 2, 3], "not a CIFAR-10 python batch"),
+    "code_payload": ({b"data": _Payload(), b"labels": [0]}, "refusing to load"),
+}
+
+
+def _write_cifar(folder: Path) -> None:
+    folder.mkdir()
+    for name in CIFAR_FILES:
+        (folder / name).write_bytes(pickle.dumps(_cifar_batch()))
+
+
+@pytest.mark.parametrize("batch,contains", CIFAR_CASES.values(), ids=CIFAR_CASES.keys())
+def test_bad_cifar_batch_is_refused_at_load(tmp_path, batch, contains: str) -> None:
+    _write_cifar(tmp_path / "cifar")
+    (tmp_path / "cifar" / "data_batch_3").write_bytes(pickle.dumps(batch))
+    line = assert_refused(*TRAIN_CIFAR, cwd=tmp_path, contains=contains)
+    assert "data_batch_3" in line
+    assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("fault", ["missing", "truncated", "empty"])
+def test_missing_or_truncated_cifar_batch_is_refused(tmp_path, fault: str) -> None:
+    _write_cifar(tmp_path / "cifar")
+    path = tmp_path / "cifar" / "data_batch_1"
+    if fault == "missing":
+        path.unlink()  # with the others there: reported, not downloaded again
+    else:
+        path.write_bytes(path.read_bytes()[: 100 if fault == "truncated" else 0])
+    assert_refused(*TRAIN_CIFAR, cwd=tmp_path, contains="data_batch_1")
+
+
+def test_good_cifar_batches_load(tmp_path) -> None:
+    from nas.config import DataConfig
+    from nas.data import load_dataset
+
+    _write_cifar(tmp_path / "cifar")
+    data = load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "cifar")))
+    assert data.train.tensors[0].shape == (20, 3, 32, 32) and len(data.test) == 4
