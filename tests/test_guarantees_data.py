@@ -143,3 +143,89 @@ def test_good_cifar_batches_load(tmp_path) -> None:
     _write_cifar(tmp_path / "cifar")
     data = load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "cifar")))
     assert data.train.tensors[0].shape == (20, 3, 32, 32) and len(data.test) == 4
+
+
+# --- nas tune inputs -------------------------------------------------------------------------
+
+TUNE_BASE = {
+    "data": {"name": "synthetic", "batch_size": 8, "augment": False, "cutout": 0,
+             "synthetic_samples": 32, "synthetic_image_size": 8, "synthetic_channels": 1,
+             "synthetic_classes": 3},
+    "model": {"genotype": "DARTS_V2", "layers": 2, "channels": 2, "auxiliary_weight": 0.0},
+    "run": {"epochs": 1, "device": "cpu"},
+}  # fmt: skip
+LR = {"type": "float", "low": 1e-3, "high": 0.3, "log": True}
+
+
+def _tune_folder(tmp_path: Path, params: dict | None = None, **tune) -> None:
+    """tune.yaml in `tmp_path` and a study folder `study/` holding a file of the user's."""
+    import yaml
+
+    settings = {"command": "train", "sampler": "random", "trials": 2, **tune}
+    settings["params"] = params or {"train.lr": LR}
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump({**TUNE_BASE, "tune": settings}))
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "notes.txt").write_text("the user's own notes")
+
+
+TUNE = ["tune", "--config", "tune.yaml", "--out", "study"]
+
+STORAGE_CASES = {
+    "unknown_scheme": ("foo://somewhere/db", "foo"),
+    "sqlite_in_missing_folder": ("sqlite:///missing/study.db", "missing"),
+    "journal_in_missing_folder": ("missing/journal.log", "missing"),
+    "journal_under_a_file": ("study/notes.txt/journal.log", "notes.txt"),
+    "journal_is_a_folder": ("study", "folder"),
+    "journal_unwritable": ("/proc/nas-journal.log", "nas-journal.log"),
+    "journal_is_text": ("study/notes.txt", "not an optuna journal"),
+    "journal_is_binary": ("study/blob.bin", "not an optuna journal"),
+}
+
+
+@pytest.mark.parametrize("storage,contains", STORAGE_CASES.values(), ids=STORAGE_CASES.keys())
+def test_bad_tune_storage_is_refused(tmp_path, storage: str, contains: str) -> None:
+    pytest.importorskip("optuna")
+    _tune_folder(tmp_path)
+    (tmp_path / "study" / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    assert_refused(*TUNE, "--storage", storage, cwd=tmp_path, contains=contains)
+
+
+TUNE_CASES = {
+    "timeout_nan": (["--timeout", "nan"], None, {}, "tune.timeout"),
+    "timeout_inf": (["--timeout", "inf"], None, {}, "tune.timeout"),
+    "timeout_negative": (["--timeout", "-5"], None, {}, "tune.timeout"),
+    "trials_zero": (["--trials", "0"], None, {}, "tune.trials"),
+    "grid_of_10e12_points": (
+        [], {"model.layers": {"type": "int", "low": 1, "high": 1_000_000},
+             "run.epochs": {"type": "int", "low": 1, "high": 1_000_000}},
+        {"sampler": "grid"}, "points",
+    ),
+    "grid_one_huge_axis": (
+        [], {"run.epochs": {"type": "int", "low": 1, "high": 10**12}}, {"sampler": "grid"},
+        "points",
+    ),
+    "grid_huge_float_axis": (
+        [], {"train.lr": {"type": "float", "low": 0.001, "high": 0.5, "step": 1e-15}},
+        {"sampler": "grid"}, "points",
+    ),
+    "low_above_high": ([], {"train.lr": {"type": "float", "low": 0.3, "high": 0.1}}, {}, "low"),
+    "log_with_zero_low": (
+        [], {"train.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, {}, "log"
+    ),
+    "empty_choices": (
+        [], {"data.batch_size": {"type": "categorical", "choices": []}}, {}, "choices"
+    ),
+    "unknown_field": ([], {"train.learning_rate": LR}, {}, "unknown config field"),
+    "infinite_bound": (
+        [], {"train.lr": {"type": "float", "low": 0.1, "high": float("inf")}}, {}, "finite"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags,params,settings,contains", TUNE_CASES.values(), ids=TUNE_CASES.keys()
+)
+def test_bad_tune_settings_are_refused(tmp_path, flags, params, settings, contains) -> None:
+    pytest.importorskip("optuna")
+    _tune_folder(tmp_path, params, **settings)
+    assert_refused(*TUNE, *flags, cwd=tmp_path, contains=contains)
