@@ -179,6 +179,7 @@ STORAGE_CASES = {
     "journal_unwritable": ("/proc/nas-journal.log", "nas-journal.log"),
     "journal_is_text": ("study/notes.txt", "not an optuna journal"),
     "journal_is_binary": ("study/blob.bin", "not an optuna journal"),
+    "journal_is_one_unfinished_line": ("study/line.txt", "not an optuna journal"),
 }
 
 
@@ -187,6 +188,7 @@ def test_bad_tune_storage_is_refused(tmp_path, storage: str, contains: str) -> N
     pytest.importorskip("optuna")
     _tune_folder(tmp_path)
     (tmp_path / "study" / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "study" / "line.txt").write_text("no newline at the end")
     assert_refused(*TUNE, "--storage", storage, cwd=tmp_path, contains=contains)
 
 

@@ -118,6 +118,8 @@ def _check_folder(folder: Path, storage: str) -> None:
 def _is_journal_line(line: bytes) -> bool:
     import json
 
+    if not line.endswith(b"\n"):  # another worker may be writing the first record right now
+        return line.lstrip().startswith(b'{"op_code"')
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
