@@ -100,7 +100,7 @@ def _read_batch(path: Path) -> Images:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
         raise NasError(
-            f"{path}: not a CIFAR-10 python batch, or truncated ({shorten(str(err), 120)}); "
+            f"{path}: not a CIFAR-10 python batch, or truncated ({str(err)[:120]}); "
             f"re-extract {_ARCHIVE}"
         ) from None
     except (MemoryError, RecursionError):

@@ -4,12 +4,14 @@ leave every file in the folder as it was.
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from nas.errors import NasError
 from tests.conftest import assert_refused
 
 # --- CSV tables (nas grow --dataset csv) -----------------------------------------------------
@@ -231,3 +233,115 @@ def test_bad_tune_settings_are_refused(tmp_path, flags, params, settings, contai
     pytest.importorskip("optuna")
     _tune_folder(tmp_path, params, **settings)
     assert_refused(*TUNE, *flags, cwd=tmp_path, contains=contains)
+
+
+# --- ensemble.json and checkpoints/ensemble.pt (nas.load_ensemble) ---------------------------
+
+
+def _grown_run(folder: Path) -> dict:
+    """A one-member MLP ensemble's run directory, written as nas grow writes it."""
+    import torch
+
+    from nas.adanet.config import AdaNetConfig
+    from nas.adanet.ensemble import Ensemble
+    from nas.adanet.generators import GENERATORS, DataShape
+    from nas.runtime.checkpoint import save_checkpoint
+
+    generator = GENERATORS.get("mlp")(AdaNetConfig(), DataShape(4, 1, 2))
+    architecture = generator.propose([], [])[0]
+    ensemble = Ensemble(2, vector=False)
+    complexity = generator.complexity(architecture)
+    ensemble.add(generator.build(architecture, []), architecture, 0, complexity, 0.01,
+                 torch.tensor([0.5]))  # fmt: skip
+    info = {"dataset": "csv", "in_channels": 4, "image_size": 1, "num_classes": 2,
+            "mean": [0.0] * 4, "std": [1.0] * 4}  # fmt: skip
+    objective = {"loss": "cross_entropy", "complexity": "sqrt_depth", "complexity_weight": 0.01,
+                 "complexity_bias": 0.0, "value": 0.5}  # fmt: skip
+    data = ensemble.to_dict("mlp", info, objective)
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "ensemble.json").write_text(json.dumps(data))
+    save_checkpoint(folder / "checkpoints" / "ensemble.pt",
+                    {"ensemble": data, "state": ensemble.state_dict()})  # fmt: skip
+    return data
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+ENSEMBLE_JSON_CASES = {
+    "not_utf8": lambda data: b'{"format": "\xff\xfe"}',
+    "nested_100000_deep": lambda data: _nested(100_000).encode(),
+    "nested_inside_a_field": lambda data: json.dumps(data).replace(
+        '"members": [', f'"extra": {_nested(50_000)}, "members": [').encode(),
+    "not_json": lambda data: b"ensemble",
+    "a_list": lambda data: b"[1, 2, 3]",
+    "members_a_string": lambda data: json.dumps({**data, "members": "m" * 10_000}).encode(),
+    "generator_a_list": lambda data: json.dumps({**data, "generator": ["mlp"]}).encode(),
+    "format_huge": lambda data: json.dumps({**data, "format": "f" * 100_000}).encode(),
+    "classes_a_string": lambda data: json.dumps(
+        {**data, "data": {**data["data"], "num_classes": "2"}}).encode(),
+    "no_classes": lambda data: json.dumps(
+        {**data, "data": {**data["data"], "num_classes": 0}}).encode(),
+    "reads_a_huge_list": lambda data: json.dumps({**data, "members": [
+        {**data["members"][0], "architecture": {**data["members"][0]["architecture"],
+                                                "reads": list(range(50_000))}}]}).encode(),
+    "width_a_float": lambda data: json.dumps({**data, "members": [
+        {**data["members"][0], "architecture": {**data["members"][0]["architecture"],
+                                                "width": 1.5}}]}).encode(),
+}  # fmt: skip
+
+
+def _assert_one_line_refusal(run: Path, name: str) -> str:
+    from nas.adanet import load_ensemble
+
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(NasError) as refusal:
+        load_ensemble(run)
+    line = str(refusal.value)
+    assert "\n" not in line and len(line) <= 600 and name in line, line[:1000]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    return line
+
+
+@pytest.mark.parametrize("content", ENSEMBLE_JSON_CASES.values(), ids=ENSEMBLE_JSON_CASES.keys())
+def test_bad_ensemble_json_is_refused(tmp_path, content) -> None:
+    data = _grown_run(tmp_path)
+    (tmp_path / "ensemble.json").write_bytes(content(data))
+    _assert_one_line_refusal(tmp_path, "ensemble.json")
+
+
+ENSEMBLE_PT_CASES = {
+    "not_a_checkpoint": lambda data, state: b"weights",
+    "truncated": None,
+    "no_ensemble": lambda data, state: {"state": state},
+    "ensemble_a_string": lambda data, state: {"ensemble": "x", "state": state},
+    "state_a_list": lambda data, state: {"ensemble": data, "state": [1, 2]},
+    "state_of_another_shape": lambda data, state: {
+        "ensemble": data, "state": {k: v[..., :1] if v.dim() else v for k, v in state.items()}},
+    "other_iteration": lambda data, state: {"ensemble": {**data, "members": []}, "state": state},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("make", ENSEMBLE_PT_CASES.values(), ids=ENSEMBLE_PT_CASES.keys())
+def test_bad_ensemble_weights_are_refused(tmp_path, make) -> None:
+    from nas.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    data = _grown_run(tmp_path)
+    path = tmp_path / "checkpoints" / "ensemble.pt"
+    state = load_checkpoint(path, restore_rng=False)["state"]
+    if make is None:
+        path.write_bytes(path.read_bytes()[:200])
+    elif isinstance(payload := make(data, state), bytes):
+        path.write_bytes(payload)
+    else:
+        save_checkpoint(path, payload)
+    _assert_one_line_refusal(tmp_path, "ensemble.pt")
+
+
+def test_good_ensemble_loads(tmp_path) -> None:
+    from nas.adanet import load_ensemble
+
+    data = _grown_run(tmp_path)
+    ensemble, loaded = load_ensemble(tmp_path)
+    assert loaded == data and len(ensemble.members) == 1

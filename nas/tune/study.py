@@ -50,7 +50,7 @@ def make_storage(storage: str | None, out: Path) -> tuple[Any, str]:
         except (ImportError, ModuleNotFoundError) as err:
             raise NasError(f"--storage {storage}: the database driver is missing ({err})") from None
         except Exception as err:  # sqlalchemy raises many kinds for a bad URL or database
-            message = shorten(str(err).splitlines()[0] if str(err) else type(err).__name__, 200)
+            message = (str(err).splitlines() or [type(err).__name__])[0][:200]
             raise NasError(f"--storage {shorten(storage)}: cannot be opened ({message})") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
