@@ -345,3 +345,50 @@ def test_good_ensemble_loads(tmp_path) -> None:
     data = _grown_run(tmp_path)
     ensemble, loaded = load_ensemble(tmp_path)
     assert loaded == data and len(ensemble.members) == 1
+
+
+# --- splits that leave too little, and network sizes -----------------------------------------
+
+TINY_DATA = ["--dataset", "synthetic", "--set", "data.synthetic_samples=32",
+             "--set", "data.synthetic_image_size=8", "--set", "data.synthetic_channels=1",
+             "--epochs", "1", "--out", "run"]  # fmt: skip
+TRAIN_TINY = ["train", "--genotype", "DARTS_V2", "--layers", "2", "--channels", "2",
+              "--cutout", "0", "--batch-size", "8", *TINY_DATA]  # fmt: skip
+GROW_TINY = ["grow", *TINY_DATA]
+
+SPLIT_CASES = {
+    "train_batch_above_split": ([*TRAIN_TINY, "--batch-size", "64"], "lower --batch-size"),
+    "grow_batch_above_held_out": ([*GROW_TINY, "--batch-size", "8"], "held-out split"),
+    "grow_train_portion_0": ([*GROW_TINY, "--set", "data.train_portion=0"], "train_portion"),
+    "grow_train_portion_1": ([*GROW_TINY, "--set", "data.train_portion=1"], "train_portion"),
+    "grow_train_portion_0.99": ([*GROW_TINY, "--set", "data.train_portion=0.99"], "too small"),
+    "four_samples": ([*TRAIN_TINY, "--set", "data.synthetic_samples=4"], "too small"),
+    "digits_batch_above_split": (
+        ["grow", "--dataset", "digits", "--batch-size", "1000", "--out", "run"], "held-out"
+    ),
+    "cutout_whole_image": ([*TRAIN_TINY, "--cutout", "8"], "--cutout"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("argv,contains", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
+def test_settings_that_leave_a_split_empty_are_refused(tmp_path, argv, contains: str) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("kept")
+    assert_refused(*argv, cwd=tmp_path, contains=contains)
+
+
+SUMMARY = ["train", "--summary", "--genotype", "DARTS_V2", "--network", "imagenet"]
+
+
+@pytest.mark.parametrize("size", ["0", "-3", "100000"])
+def test_summary_image_size_out_of_range_is_refused(tmp_path, size: str) -> None:
+    assert_refused(*SUMMARY, "--image-size", size, cwd=tmp_path, contains="--image-size must be")
+
+
+@pytest.mark.parametrize("size", ["1", "2"])
+def test_summary_of_tiny_images_works(tmp_path, capsys, size: str) -> None:
+    from nas.cli import main
+
+    # Every reduction pads, so a 1x1 image stays 1x1 through the stem and cells.
+    assert main([*SUMMARY, "--layers", "3", "--channels", "8", "--image-size", size]) == 0
+    assert f"input 3x{size}x{size}" in capsys.readouterr().out

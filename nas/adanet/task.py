@@ -38,6 +38,18 @@ from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
 
 
+def check_grow_data(config: GrowConfig, data: ImageData, world_size: int = 1) -> tuple:
+    """(training split, held-out split) of `data`; raises NasError if either cannot fill one
+    global batch (`batch_size` samples on each of `world_size` processes).
+    """
+    train_set, val_set = split(data.train, config.data.train_portion)
+    batch = config.data.batch_size * world_size
+    processes = " (all processes together)" if world_size > 1 else ""
+    check_batch_size(train_set, batch, f"training{processes}")
+    check_batch_size(val_set, batch, f"held-out{processes}")
+    return train_set, val_set
+
+
 class GrowTask(Task):
     """Grows an ensemble on the training set; held-out split for selection, test set reported."""
 
@@ -52,14 +64,11 @@ class GrowTask(Task):
             "image_size": data.image_size, "num_classes": data.num_classes,
             "mean": list(data.mean), "std": list(data.std),
         }  # fmt: skip
-        self.train_set, self.val_set = split(data.train, config.data.train_portion)
+        self.train_set, self.val_set = check_grow_data(config, data, runtime.world_size)
         self.test_set = data.test
         self.shape = DataShape(data.in_channels, data.image_size, data.num_classes)
         self.generator = GENERATORS.get(ada.generator)(ada, self.shape)
-        # Every candidate step reads one global batch of batch_size samples per process.
         self.global_batch = config.data.batch_size * runtime.world_size
-        check_batch_size(self.train_set, self.global_batch, "training (all processes together)")
-        check_batch_size(self.val_set, self.global_batch, "held-out (all processes together)")
         self.steps_per_round = len(self.train_set) // self.global_batch
         self.rounds = config.run.epochs
         self.epochs_per_iteration = self.rounds + 1
