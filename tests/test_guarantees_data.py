@@ -153,7 +153,7 @@ TUNE_BASE = {
     "data": {"name": "synthetic", "batch_size": 8, "augment": False, "cutout": 0,
              "synthetic_samples": 32, "synthetic_image_size": 8, "synthetic_channels": 1,
              "synthetic_classes": 3},
-    "model": {"genotype": "DARTS_V2", "layers": 2, "channels": 2, "auxiliary_weight": 0.0},
+    "model": {"genotype": "DARTS_V2", "layers": 3, "channels": 2, "auxiliary_weight": 0.0},
     "run": {"epochs": 1, "device": "cpu"},
 }  # fmt: skip
 LR = {"type": "float", "low": 1e-3, "high": 0.3, "log": True}
