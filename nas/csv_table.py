@@ -109,8 +109,8 @@ def _numbers(path: Path, line: int, row: list[str], header: list[str], target: i
             ) from None
         if not math.isfinite(value):
             raise NasError(
-                f"{path}, row {line}, column {shorten(header[column])}: {cell.strip()} is not a "
-                "finite number; fill or drop the row"
+                f"{path}, row {line}: missing or infinite value ({cell.strip()}) in column "
+                f"{shorten(header[column])}; fill or drop the row"
             )
         values.append(value)
     return values
