@@ -392,3 +392,22 @@ def test_summary_of_tiny_images_works(tmp_path, capsys, size: str) -> None:
     # Every reduction pads, so a 1x1 image stays 1x1 through the stem and cells.
     assert main([*SUMMARY, "--layers", "3", "--channels", "8", "--image-size", size]) == 0
     assert f"input 3x{size}x{size}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("members", ["m" * 10_000, [{"iteration": "0"}], [[[]]]])
+def test_resumed_grow_refuses_an_ensemble_of_wrong_types(members) -> None:
+    import torch
+
+    from nas.adanet.config import GrowConfig
+    from nas.adanet.task import GrowTask
+    from nas.runtime.dist import Runtime
+
+    config = GrowConfig()
+    config.set("data.name", "breast_cancer")
+    config.set("data.batch_size", 16)
+    task = GrowTask(config, Runtime(rank=0, world_size=1, device=torch.device("cpu")))
+    state = task.state_dict()
+    state["ensemble"]["spec"]["members"] = members
+    with pytest.raises(NasError, match="checkpoints/last.pt ensemble.members") as refusal:
+        task.load_state_dict(state)
+    assert len(str(refusal.value)) <= 600

@@ -27,7 +27,7 @@ import torch
 
 from nas.adanet.candidates import Candidate, architecture_key
 from nas.adanet.config import GrowConfig
-from nas.adanet.ensemble import Ensemble, build_ensemble
+from nas.adanet.ensemble import Ensemble, build_ensemble, validate_ensemble
 from nas.adanet.generators import GENERATORS, DataShape
 from nas.adanet.mixture import Mixtures
 from nas.adanet.outputs import IterationLog, candidate_label, evaluate_binary_auc, write_iteration
@@ -345,7 +345,8 @@ class GrowTask(Task):
         self.objective_value, self.reports = state["objective"], state["reports"]
         self.stats, self.leader_guess = dict(state["stats"]), state["leader_guess"]
         self.final_metrics = state["final_metrics"]
-        self.ensemble = build_ensemble(state["ensemble"]["spec"], self.generator)
+        spec = validate_ensemble(state["ensemble"]["spec"], "checkpoints/last.pt ensemble")
+        self.ensemble = build_ensemble(spec, self.generator)
         self.ensemble.load_state_dict(state["ensemble"]["state"])
         self.ensemble.to(self.runtime.device)
         restored = []
