@@ -6,12 +6,10 @@ permutations (seed 0), so every run of every command sees the same train/val/tes
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import (
     DataLoader,
@@ -58,7 +56,8 @@ def split(dataset: TensorDataset, first_fraction: float) -> tuple[TensorDataset,
     cut = int(round(first_fraction * len(labels)))
     if cut < 2 or len(labels) - cut < 2:
         raise NasError(
-            f"a split of {len(labels)} samples at {first_fraction} leaves a part too small"
+            f"a split of {len(labels)} samples at {first_fraction} leaves a part too small "
+            "(under 2 samples); use more samples or a fraction nearer 0.5"
         )
     first, second = order[:cut], order[cut:]
     return TensorDataset(images[first], labels[first]), TensorDataset(
@@ -141,63 +140,17 @@ def _csv(config: DataConfig) -> ImageData:
     """The user's table: a header row, numeric feature columns and a label column (`target`,
     any values, read as class names in sorted order); 20% held out.
     """
-    import csv
+    from nas.csv_table import read_table
 
     _no_data_dir(config)
     if config.data_file is None or config.target is None:
         raise NasError("--dataset csv needs --data-file FILE and --target COLUMN (the label)")
     path = Path(config.data_file)
-    if not path.is_file():
-        raise NasError(f"data file {str(path)!r} does not exist")
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or not rows[0]:
-        raise NasError(f"{path}: empty file; expected a header row naming the columns")
-    header = [name.strip() for name in rows[0]]
-    if config.target not in header:
-        raise NasError(
-            f"{path}: no column {config.target!r} for --target; the columns are {header}"
-        )
-    target = header.index(config.target)
-    if len(header) < 2:
-        raise NasError(f"{path}: no feature columns besides {config.target!r}")
-    features, names = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise NasError(
-                f"{path}, row {line}: {len(row)} values, but the header has {len(header)} columns"
-            )
-        values = []
-        for column, cell in enumerate(row):
-            if column == target:
-                continue
-            try:
-                values.append(float(cell))
-            except ValueError:
-                raise NasError(
-                    f"{path}, row {line}, column {header[column]!r}: {cell!r} is not a number "
-                    "(feature columns must be numeric; only the --target column may hold names)"
-                ) from None
-        if not all(np.isfinite(values)):
-            raise NasError(f"{path}, row {line}: missing or infinite value (nan/inf)")
-        features.append(values)
-        names.append(row[target].strip())
-    classes = sorted(set(names), key=_label_order)
-    if len(classes) < 2:
-        raise NasError(f"{path}: column {config.target!r} holds {len(classes)} class(es); need 2+")
-    index = {name: i for i, name in enumerate(classes)}
-    labels = torch.tensor([index[name] for name in names], dtype=torch.long)
-    return _tabular(torch.tensor(features, dtype=torch.float32), labels, len(classes))
-
-
-def _label_order(name: str) -> tuple[int, float, str]:
-    """Numeric labels in numeric order ("2" before "10"), then names alphabetically."""
+    features, labels, classes = read_table(path, config.target)
     try:
-        return (0, float(name), name)
-    except ValueError:
-        return (1, 0.0, name)
+        return _tabular(features, labels, len(classes))
+    except NasError as err:
+        raise NasError(f"{path}: {err}") from None
 
 
 def _no_data_dir(config: DataConfig) -> None:
@@ -205,91 +158,21 @@ def _no_data_dir(config: DataConfig) -> None:
         raise NasError(f"--data-dir applies to cifar10 only; dataset {config.name!r} needs none")
 
 
-_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-_CIFAR_STD = (0.2470, 0.2435, 0.2616)
-
-
 @DATASETS.register("cifar10")
 def _cifar10(config: DataConfig) -> ImageData:
     """CIFAR-10 from `data_dir`: the python-pickle batches (data_batch_1..5, test_batch)."""
-    if config.data_dir is None:
-        raise NasError(
-            "cifar10 needs --data-dir DIR holding the python version of CIFAR-10 "
-            "(cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, extracted)"
-        )
-    folder = _find_cifar_folder(Path(config.data_dir))
-    if folder is None:
-        folder = _torchvision_cifar(Path(config.data_dir))
-    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
-    test = _read_cifar_batch(folder / "test_batch")
-    train_images = _normalised(torch.cat([t[0] for t in train]), _CIFAR_MEAN, _CIFAR_STD)
+    from nas.cifar import MEAN, STD, read_cifar10
+
+    (train_images, train_labels), (test_images, test_labels) = read_cifar10(config.data_dir)
     return ImageData(
-        train=TensorDataset(train_images, torch.cat([t[1] for t in train])),
-        test=TensorDataset(_normalised(test[0], _CIFAR_MEAN, _CIFAR_STD), test[1]),
+        train=TensorDataset(_normalised(train_images, MEAN, STD), train_labels),
+        test=TensorDataset(_normalised(test_images, MEAN, STD), test_labels),
         in_channels=3,
         num_classes=10,
         image_size=32,
-        mean=_CIFAR_MEAN,
-        std=_CIFAR_STD,
+        mean=MEAN,
+        std=STD,
     )
-
-
-def _find_cifar_folder(root: Path) -> Path | None:
-    for folder in (root, root / "cifar-10-batches-py"):
-        if (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file():
-            return folder
-    return None
-
-
-def _torchvision_cifar(root: Path) -> Path:
-    message = (
-        f"no CIFAR-10 batches in {str(root)!r}: expected data_batch_1..5 and test_batch there or "
-        "in its cifar-10-batches-py/ folder (extract cifar-10-python.tar.gz from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html into it)"
-    )
-    try:
-        import torchvision
-    except Exception:  # torchvision is optional and may fail to import, not only be missing
-        raise NasError(message) from None
-    try:  # torchvision downloads and verifies the same python-pickle archive
-        torchvision.datasets.CIFAR10(str(root), download=True)
-    except Exception as err:
-        raise NasError(f"{message}; the torchvision download failed too ({err})") from None
-    folder = _find_cifar_folder(root)
-    if folder is None:
-        raise NasError(message)
-    return folder
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Loads only plain containers and numpy arrays: a CIFAR batch file cannot run code."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
-
-    def find_class(self, module: str, name: str) -> type:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
-
-
-def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    if not path.is_file():
-        raise NasError(f"CIFAR-10 file {str(path)!r} is missing; re-extract the archive")
-    try:
-        with path.open("rb") as f:
-            batch = _ArrayUnpickler(f, encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
-        raise NasError(f"{path}: not a CIFAR-10 python batch ({err})") from None
-    return torch.from_numpy(data.astype(np.float32) / 255.0), torch.from_numpy(labels)
 
 
 class _Augmented(Dataset):

@@ -85,6 +85,19 @@ def check_spec(saved: dict[str, Any], requested: dict[str, Any], where: str) -> 
         )
 
 
+def check_training_data(config: TrainConfig, data: ImageData) -> None:
+    """Raise NasError if `data` cannot be trained on with `config`: fewer training images than one
+    batch, or a cutout square that covers whole images.
+    """
+    check_batch_size(data.train, config.data.batch_size, "training")
+    if config.data.cutout >= data.image_size:
+        raise NasError(
+            f"data.cutout={config.data.cutout} covers the whole {data.image_size}x"
+            f"{data.image_size} images of {config.data.name}; use --cutout 0 (off) or "
+            f"a side below {data.image_size}"
+        )
+
+
 class TrainTask(Task):
     """Trains a genotype's network on the training set, evaluating on the test set each epoch.
 
@@ -107,13 +120,7 @@ class TrainTask(Task):
         self.genotype = genotype
         # `data` replaces the configured dataset (nas tune: a training split with a held-out part).
         self.data = data if data is not None else load_dataset(config.data)
-        check_batch_size(self.data.train, config.data.batch_size, "training")
-        if config.data.cutout >= self.data.image_size:
-            raise NasError(
-                f"data.cutout={config.data.cutout} covers the whole {self.data.image_size}x"
-                f"{self.data.image_size} images of {config.data.name}; use --cutout 0 (off) or "
-                f"a side below {self.data.image_size}"
-            )
+        check_training_data(config, self.data)
         data = self.data
         self.spec = model_spec(
             config, genotype, data.in_channels, data.num_classes, data.image_size, data

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.adanet.generators import GENERATORS, DataShape, Subnetwork, SubnetworkGenerator
-from nas.errors import NasError
+from nas.errors import NasError, shorten
 
 FORMAT = "nasforge.ensemble"
 VERSION = 1
@@ -126,18 +126,29 @@ def validate_ensemble(data: Any, where: str = "ensemble") -> dict:
         raise NasError(f"{where}: expected a JSON object, got {type(data).__name__}")
     allowed = {"format", "version", "generator", "mixture", "data", "objective", "members"}
     if set(data) != allowed:
-        raise NasError(f"{where}: expected the fields {sorted(allowed)}, got {sorted(data)}")
+        raise NasError(
+            f"{where}: expected the fields {sorted(allowed)}, got {shorten(sorted(data), 200)}"
+        )
     if data["format"] != FORMAT:
-        raise NasError(f"{where}.format: expected {FORMAT!r}, got {data['format']!r}")
+        raise NasError(f"{where}.format: expected {FORMAT!r}, got {shorten(data['format'])}")
     if type(data["version"]) is not int or data["version"] != VERSION:
         raise NasError(
-            f"{where}.version: unknown version {data['version']!r}; this nasforge reads version "
+            f"{where}.version: unknown version {shorten(data['version'])}; this nasforge reads "
+            "version "
             f"{VERSION} (a newer file needs a newer nasforge)"
         )
     if data["mixture"] not in ("scalar", "vector"):
-        raise NasError(f"{where}.mixture: expected 'scalar' or 'vector', got {data['mixture']!r}")
+        raise NasError(
+            f"{where}.mixture: expected 'scalar' or 'vector', got {shorten(data['mixture'])}"
+        )
     for section, fields in (("data", DATA_FIELDS), ("objective", OBJECTIVE_FIELDS)):
         _check_section(data[section], fields, f"{where}.{section}")
+    shape = data["data"]
+    for name, minimum in (("in_channels", 1), ("image_size", 1), ("num_classes", 2)):
+        if shape[name] < minimum:
+            raise NasError(f"{where}.data.{name}: expected at least {minimum}, got {shape[name]}")
+    if type(data["generator"]) is not str:
+        raise NasError(f"{where}.generator: expected a name, got {shorten(data['generator'])}")
     try:
         generator_class = GENERATORS.get(data["generator"])
     except NasError as err:
@@ -164,7 +175,7 @@ def validate_ensemble(data: Any, where: str = "ensemble") -> dict:
         )  # fmt: skip
         if not ok:
             what = "a number" if size is None else f"a list of {size} numbers (one per class)"
-            raise NasError(f"{at}.mixture_weight: expected {what}, got {weight!r}")
+            raise NasError(f"{at}.mixture_weight: expected {what}, got {shorten(weight)}")
         if not _is_number(member["complexity"]) or member["complexity"] < 0:
             raise NasError(f"{at}.complexity: expected a number >= 0")
     return data
@@ -181,7 +192,7 @@ def _check_section(section: Any, fields: dict[str, type], where: str) -> None:
         value = section[name]
         ok = _is_number(value) if kind is float else type(value) is kind
         if not ok:
-            raise NasError(f"{where}.{name}: expected {kind.__name__}, got {value!r}")
+            raise NasError(f"{where}.{name}: expected {kind.__name__}, got {shorten(value)}")
 
 
 def data_shape(data: dict) -> DataShape:
@@ -223,16 +234,40 @@ def load_ensemble(run_dir: str | Path) -> tuple[Ensemble, dict]:
     path = run_dir / "ensemble.json"
     if not path.is_file():
         raise NasError(f"{path} does not exist; is {run_dir} a nas grow run directory?")
+    data = validate_ensemble(read_json(path), str(path))
+    weights = run_dir / "checkpoints" / "ensemble.pt"
     try:
-        data = validate_ensemble(json.loads(path.read_text()), str(path))
-    except json.JSONDecodeError as err:
-        raise NasError(f"{path}: not valid JSON ({err})") from None
-    payload = load_checkpoint(run_dir / "checkpoints" / "ensemble.pt", restore_rng=False)
+        payload = load_checkpoint(weights, restore_rng=False)
+    except NasError as err:  # torch's reasons run over several lines: the first says enough
+        raise NasError(str(err).splitlines()[0][:400]) from None
+    if not isinstance(payload.get("ensemble"), dict) or not isinstance(payload.get("state"), dict):
+        raise NasError(f"{weights} is not the weights file of a nas grow ensemble")
     if payload["ensemble"] != data:
-        raise NasError(f"{path} and checkpoints/ensemble.pt are from different iterations")
+        raise NasError(f"{path} and {weights} are from different iterations")
     generator = GENERATORS.get(data["generator"])(
         AdaNetConfig(generator=data["generator"]), data_shape(data)
     )
     ensemble = build_ensemble(data, generator)
-    ensemble.load_state_dict(payload["state"])
+    try:
+        ensemble.load_state_dict(payload["state"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        message = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise NasError(f"{weights}: weights do not fit {path} ({message})") from None
     return ensemble.eval(), data
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in the file at `path`. Raises NasError for a file that is not UTF-8 JSON."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError as err:
+        raise NasError(
+            f"{path}: not UTF-8 text (byte {err.start}); is it an ensemble.json?"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise NasError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise NasError(f"{path}: JSON nested too deeply to be an ensemble.json") from None
+    except OSError as err:
+        raise NasError(f"{path}: cannot be read ({err.strerror})") from None

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nas.adanet.config import AdaNetConfig
-from nas.errors import NasError
+from nas.errors import NasError, shorten
 from nas.registry import Registry
 
 
@@ -97,7 +97,7 @@ GENERATORS: Registry[type[SubnetworkGenerator]] = Registry("subnetwork generator
 
 def _positive_int(value: Any, where: str) -> int:
     if type(value) is not int or value < 1:
-        raise NasError(f"{where}: expected a positive integer, got {value!r}")
+        raise NasError(f"{where}: expected a positive integer, got {shorten(value)}")
     return value
 
 
@@ -105,9 +105,11 @@ def _check_fields(architecture: Any, kind: str, fields: set[str], where: str) ->
     if not isinstance(architecture, dict):
         raise NasError(f"{where}: expected an object, got {type(architecture).__name__}")
     if architecture.get("kind") != kind:
-        raise NasError(f"{where}.kind: expected {kind!r}, got {architecture.get('kind')!r}")
+        raise NasError(f"{where}.kind: expected {kind!r}, got {shorten(architecture.get('kind'))}")
     if set(architecture) != fields:
-        raise NasError(f"{where}: expected the fields {sorted(fields)}, got {sorted(architecture)}")
+        raise NasError(
+            f"{where}: expected the fields {sorted(fields)}, got {shorten(sorted(architecture))}"
+        )
 
 
 class MLPSubnetwork(Subnetwork):
@@ -156,7 +158,7 @@ class MLPGenerator(SubnetworkGenerator):
         ):
             raise NasError(
                 f"{where}.reads: expected indices of earlier members (0..{members - 1}), got "
-                f"{reads!r}"
+                f"{shorten(reads)}"
             )
         return architecture
 

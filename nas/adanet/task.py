@@ -27,15 +27,27 @@ import torch
 
 from nas.adanet.candidates import Candidate, architecture_key
 from nas.adanet.config import GrowConfig
-from nas.adanet.ensemble import Ensemble, build_ensemble
+from nas.adanet.ensemble import Ensemble, build_ensemble, validate_ensemble
 from nas.adanet.generators import GENERATORS, DataShape
 from nas.adanet.mixture import Mixtures
 from nas.adanet.outputs import IterationLog, candidate_label, evaluate_binary_auc, write_iteration
 from nas.adanet.schedule import RoundPlan, assign, num_shares, plan_round
-from nas.data import check_batch_size, classifier_sums, load_dataset, loader, split
+from nas.data import ImageData, check_batch_size, classifier_sums, load_dataset, loader, split
 from nas.logging import RunLogger
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
+
+
+def check_grow_data(config: GrowConfig, data: ImageData, world_size: int = 1) -> tuple:
+    """(training split, held-out split) of `data`; raises NasError if either cannot fill one
+    global batch (`batch_size` samples on each of `world_size` processes).
+    """
+    train_set, val_set = split(data.train, config.data.train_portion)
+    batch = config.data.batch_size * world_size
+    processes = " (all processes together)" if world_size > 1 else ""
+    check_batch_size(train_set, batch, f"training{processes}")
+    check_batch_size(val_set, batch, f"held-out{processes}")
+    return train_set, val_set
 
 
 class GrowTask(Task):
@@ -43,23 +55,20 @@ class GrowTask(Task):
 
     divergence_hint = "--set adanet.lr=... / adanet.mixture_lr=..."
 
-    def __init__(self, config: GrowConfig, runtime: Runtime) -> None:
+    def __init__(self, config: GrowConfig, runtime: Runtime, data: ImageData | None = None) -> None:
         self.config, self.runtime = config, runtime
         ada = config.adanet
-        data = load_dataset(config.data)
+        data = data if data is not None else load_dataset(config.data)
         self.data_info = {
             "dataset": config.data.name, "in_channels": data.in_channels,
             "image_size": data.image_size, "num_classes": data.num_classes,
             "mean": list(data.mean), "std": list(data.std),
         }  # fmt: skip
-        self.train_set, self.val_set = split(data.train, config.data.train_portion)
+        self.train_set, self.val_set = check_grow_data(config, data, runtime.world_size)
         self.test_set = data.test
         self.shape = DataShape(data.in_channels, data.image_size, data.num_classes)
         self.generator = GENERATORS.get(ada.generator)(ada, self.shape)
-        # Every candidate step reads one global batch of batch_size samples per process.
         self.global_batch = config.data.batch_size * runtime.world_size
-        check_batch_size(self.train_set, self.global_batch, "training (all processes together)")
-        check_batch_size(self.val_set, self.global_batch, "held-out (all processes together)")
         self.steps_per_round = len(self.train_set) // self.global_batch
         self.rounds = config.run.epochs
         self.epochs_per_iteration = self.rounds + 1
@@ -336,7 +345,8 @@ class GrowTask(Task):
         self.objective_value, self.reports = state["objective"], state["reports"]
         self.stats, self.leader_guess = dict(state["stats"]), state["leader_guess"]
         self.final_metrics = state["final_metrics"]
-        self.ensemble = build_ensemble(state["ensemble"]["spec"], self.generator)
+        spec = validate_ensemble(state["ensemble"]["spec"], "checkpoints/last.pt ensemble")
+        self.ensemble = build_ensemble(spec, self.generator)
         self.ensemble.load_state_dict(state["ensemble"]["state"])
         self.ensemble.to(self.runtime.device)
         restored = []

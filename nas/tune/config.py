@@ -48,18 +48,26 @@ class ParamSpec:
     step: float | int | None = None
     choices: tuple[Any, ...] = ()
 
-    def grid_values(self) -> list[Any]:
-        """Every value of the parameter, for the grid sampler. Raises NasError if not finite."""
+    def grid_size(self) -> int:
+        """How many values the grid sampler tries. Raises NasError if not finite."""
         if self.type == "categorical":
-            return list(self.choices)
+            return len(self.choices)
         if self.type == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            return len(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is None:
             raise NasError(
                 f"tune.params.{self.key}: the grid sampler needs a finite set of values; give "
                 "this float a step, or declare it as categorical with choices"
             )
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def grid_values(self) -> list[Any]:
+        """Every value of the parameter, for the grid sampler. Raises NasError if not finite."""
+        count = self.grid_size()
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         return [self.low + index * self.step for index in range(count)]
 
 
@@ -128,8 +136,9 @@ def set_tune_value(tune: TuneConfig, name: str, value: Any) -> None:
             raise NasError(f"tune.holdout must be a fraction in [0, 1), got {value!r}")
         value = float(value)
     elif name == "timeout":
-        ok = value is None or (isinstance(value, int | float) and not isinstance(value, bool))
-        if not ok or (value is not None and value <= 0):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = value is None or (number and math.isfinite(value) and value > 0)
+        if not ok:
             raise NasError(f"tune.timeout must be a positive number of seconds, got {value!r}")
     elif name == "params" or name.startswith("params."):
         raise NasError("tune.params is declared in the --config file, not with --set")
@@ -214,6 +223,8 @@ def _numeric(where: str, kind: str, decl: dict[str, Any]) -> ParamSpec:
     log = decl.get("log", False)
     if not isinstance(log, bool):
         raise NasError(f"{where}: log must be true or false, got {log!r}")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise NasError(f"{where}: low and high must be finite numbers, got {low} and {high}")
     if not low < high:
         raise NasError(f"{where}: low ({low}) must be below high ({high})")
     if step is not None and step <= 0:

@@ -20,7 +20,7 @@ from nas.config import load_yaml, parse_assignment
 from nas.errors import NasError
 from nas.tune.commands import TunableCommand, get_command
 from nas.tune.config import TuneConfig, parse_tune_section, set_tune_value
-from nas.tune.study import grid_points
+from nas.tune.study import check_grid, check_storage, grid_points
 from nas.tune.trial import EpochReporter, TrialPruned, run_trial, suggest, trial_config
 
 # What may differ between the tune.yaml of a study and a later run of it.
@@ -72,7 +72,9 @@ def plan(args: argparse.Namespace) -> _Plan:
     if tune.command != command_name:
         raise NasError("tune.command chooses the config's sections: set it in the --config file")
     if tune.sampler == "grid":
-        grid_points(tune.params, tune.seed)  # every parameter must have finitely many values
+        check_grid(tune.params)  # finitely many values, and not too many points
+    if args.storage is not None:
+        check_storage(args.storage)
     metrics = command.metrics(tune)
     metric = tune.metric or metrics[0]
     if metric not in metrics:

@@ -6,14 +6,17 @@ optuna is imported here only, and only when a study is opened (the `hpo` extra).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError
+from nas.errors import NasError, shorten
 from nas.tune.config import ParamSpec, TuneConfig
 
+# Every grid point is a queued trial in the storage: beyond this a study is not practical.
+MAX_GRID_POINTS = 100_000
 # Trial user attributes: who runs it, why it failed, which trial it retries.
 HOST_ATTR, PID_ATTR, ERROR_ATTR, RETRY_ATTR = "host", "pid", "error", "retry_of"
 
@@ -40,16 +43,88 @@ def make_storage(storage: str | None, out: Path) -> tuple[Any, str]:
     if storage is None:
         path = (out / "study.db").resolve()
         return optuna.storages.RDBStorage(f"sqlite:///{path}"), str(out / "study.db")
+    check_storage(storage)
     if "://" in storage:
         try:
             return optuna.storages.RDBStorage(storage), storage
         except (ImportError, ModuleNotFoundError) as err:
             raise NasError(f"--storage {storage}: the database driver is missing ({err})") from None
+        except Exception as err:  # sqlalchemy raises many kinds for a bad URL or database
+            message = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise NasError(f"--storage {shorten(storage)}: cannot be opened ({message})") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = Path(storage)
-    path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path))), f"journal file {path}"
+
+
+def check_storage(storage: str) -> None:
+    """Refuse a --storage that cannot hold a study, before anything is written. Raises NasError.
+
+    An RDB URL needs a known database; a journal file needs an existing folder it can be written
+    in, and an existing file must already be an optuna journal (so it is never overwritten).
+    """
+    if "://" in storage:
+        scheme = storage.split("://", 1)[0].split("+", 1)[0].lower()
+        if scheme not in _DATABASES:
+            raise NasError(
+                f"--storage {shorten(storage)}: unknown database {shorten(scheme)}; use "
+                f"{', '.join(f'{name}://...' for name in _DATABASES)} or a journal file path"
+            )
+        database = storage.split("://", 1)[1].split("?", 1)[0]
+        if scheme == "sqlite" and database.startswith("/") and database[1:] not in ("", ":memory:"):
+            _check_folder(Path(database[1:]).parent, storage)  # sqlite:///FILE, sqlite:////ABS
+        return
+    path = Path(storage)
+    _check_folder(path.parent, storage)
+    if path.is_dir():
+        raise NasError(f"--storage {shorten(storage)} is a folder; give a journal file inside it")
+    try:
+        if path.exists():
+            with path.open("rb") as f:
+                first = f.readline(_JOURNAL_LINE)
+            with path.open("ab"):  # writable, nothing written
+                pass
+            if first and not _is_journal_line(first):
+                raise NasError(
+                    f"--storage {shorten(storage)} is not an optuna journal file; give a new "
+                    "file name (it will not be overwritten)"
+                )
+        else:  # can a file be created next to it? (a temporary one, removed at once)
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".nas-probe-"):
+                pass
+    except OSError as err:
+        raise NasError(
+            f"--storage {shorten(storage)}: cannot be written ({err.strerror}); choose a "
+            "writable path"
+        ) from None
+
+
+_DATABASES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+_JOURNAL_LINE = 1 << 20  # bytes of the first journal record read to recognise the format
+
+
+def _check_folder(folder: Path, storage: str) -> None:
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise NasError(
+            f"--storage {shorten(storage)}: the folder {shorten(str(folder))} {what}; create it "
+            "or choose another path"
+        )
+
+
+def _is_journal_line(line: bytes) -> bool:
+    import json
+
+    if not line.endswith(b"\n"):  # another worker may be writing the first record right now
+        return line.lstrip().startswith(b'{"op_code"')
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return False
+    return isinstance(record, dict) and "op_code" in record
 
 
 def make_sampler(tune: TuneConfig, seed: int) -> Any:
@@ -82,10 +157,26 @@ def make_pruner(tune: TuneConfig, max_epochs: int | None) -> Any:
     )
 
 
+def check_grid(specs: dict[str, ParamSpec]) -> int:
+    """The number of grid points. Raises NasError when a parameter has no finite set of values
+    or the grid is larger than MAX_GRID_POINTS (counted, not enumerated).
+    """
+    size = math.prod(spec.grid_size() for spec in specs.values())
+    if size > MAX_GRID_POINTS:
+        sizes = " x ".join(f"{spec.grid_size()} ({key})" for key, spec in specs.items())
+        raise NasError(
+            f"tune.params: the grid has {sizes[:300]} = {size:.3g} points, more than "
+            f"{MAX_GRID_POINTS:,}; give the parameters larger steps or fewer choices, or use the "
+            "random or tpe sampler"
+        )
+    return size
+
+
 def grid_points(specs: dict[str, ParamSpec], seed: int) -> list[dict[str, Any]]:
-    """Every point of the grid, in an order shuffled by `seed`."""
+    """Every point of the grid, in an order shuffled by `seed`. Raises NasError (check_grid)."""
     import random
 
+    check_grid(specs)
     keys = list(specs)
     points = [dict(zip(keys, values))
               for values in itertools.product(*(specs[k].grid_values() for k in keys))]  # fmt: skip
