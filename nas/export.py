@@ -133,8 +133,9 @@ def _quiet_exporters() -> Iterator[None]:
         onnx_logger.setLevel(level)
 
 
-def _earlier_exports(previous: dict[str, Any] | None, card: dict[str, Any],
-                     exclude: str) -> dict[str, str]:  # fmt: skip
+def _earlier_exports(
+    previous: dict[str, Any] | None, card: dict[str, Any], exclude: str
+) -> dict[str, str]:
     """The other formats already exported from the same weights (one card lists every format)."""
     if not previous or any(previous.get(k) != card[k] for k in SAME_WEIGHTS):
         return {}
