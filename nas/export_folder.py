@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -76,14 +77,16 @@ def staged(folder: Path) -> Iterator[Path]:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         for leftover in parent.glob(f"{prefix}*"):
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
+            _remove_if_abandoned(leftover)
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        # Held until the export ends: another export into the same folder leaves it alone.
+        lock = os.open(staging, os.O_RDONLY)
     except OSError as err:
         raise NasError(
             f"cannot write the export folder {folder} ({err.strerror}); pick another --out"
         ) from None
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from others
@@ -91,6 +94,24 @@ def staged(folder: Path) -> Iterator[Path]:
         _move_into_place(staging, folder.absolute())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(lock)
+
+
+def _remove_if_abandoned(leftover: Path) -> None:
+    """Remove a staging folder unless a running export holds its lock."""
+    if not leftover.is_dir() or leftover.is_symlink():
+        return
+    try:
+        lock = os.open(leftover, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a live export's
+        return
+    finally:
+        os.close(lock)
+    shutil.rmtree(leftover, ignore_errors=True)
 
 
 def keep_file(source: Path, staging_path: Path) -> None:

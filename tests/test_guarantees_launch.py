@@ -153,6 +153,23 @@ def test_a_killed_export_leaves_the_previous_or_the_new_export(trained, tmp_path
     assert _leftovers(out) == []  # ... is removed by the next export
 
 
+def test_an_export_leaves_the_staging_folder_of_a_running_export_alone(trained, tmp_path) -> None:
+    import fcntl
+
+    out = tmp_path / "export"
+    dead, live = tmp_path / ".export.nas-export-dead", tmp_path / ".export.nas-export-live"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "model.pt").write_bytes(b"half written")
+    lock = os.open(live, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as the export writing it holds it
+    try:
+        _export(trained, "torchscript", out)
+    finally:
+        os.close(lock)
+    assert not dead.exists() and (live / "model.pt").read_bytes() == b"half written"
+
+
 # --- refusals of nas export ---------------------------------------------------------------------
 
 

@@ -29,6 +29,8 @@ RUN_STAMP_ENV = "NASFORGE_RUN_STAMP"
 ERROR_DIR_ENV = "NASFORGE_ERROR_DIR"
 LAUNCHER_PID_ENV = "NASFORGE_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# What torchrun's agent handles (TORCHELASTIC_SIGNALS_TO_HANDLE's default).
+_AGENT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 # argparse dest -> torch.distributed.run flag
 LAUNCHER_FLAGS = {
@@ -101,6 +103,8 @@ def run_agent(torchrun_args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    handled = {sig: signal.getsignal(sig) for sig in _AGENT_SIGNALS}  # the agent replaces them
+    saved_env = {key: os.environ.get(key) for key in (ERROR_DIR_ENV, LAUNCHER_PID_ENV)}
     with tempfile.TemporaryDirectory(prefix="nasforge-launch-") as errors:
         os.environ[ERROR_DIR_ENV] = errors
         os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
@@ -128,6 +132,13 @@ def run_agent(torchrun_args: list[str]) -> int:
         finally:
             for handler in handlers:
                 handler.removeFilter(quiet)
+            for sig, action in handled.items():
+                signal.signal(sig, action)
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         message = worker_error(Path(errors))
     if message is not None:
         print(f"nas: error: {message}", file=sys.stderr)
