@@ -322,18 +322,34 @@ LAUNCH_CASES = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.distributed
-@pytest.mark.parametrize("case", list(LAUNCH_CASES))
-def test_a_launch_refuses_before_any_worker_starts(tmp_path, case: str) -> None:
+def _launch_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
+    """The arguments and expected error of LAUNCH_CASES[case], its folders set up in tmp_path."""
     argv, setup, message = LAUNCH_CASES[case]
     if setup == "empty":
         (tmp_path / "run").mkdir()
     elif setup == "fake-run":
         _fake_run(tmp_path / "run")
-    out = [] if argv[0] == "tune" else ["--out", "run"]
-    line = assert_refused(*argv, *out, cwd=tmp_path, subprocess_run=True, contains=message)
-    assert "worker" not in line
+    return argv + ([] if argv[0] == "tune" else ["--out", "run"]), message
+
+
+@pytest.mark.parametrize("case", list(LAUNCH_CASES))
+def test_a_launch_refusal_comes_before_the_launcher_starts(tmp_path, monkeypatch, case) -> None:
+    import nas.runtime.launch
+
+    def no_launch(*args):
+        raise AssertionError("workers were started")
+
+    monkeypatch.setattr(nas.runtime.launch, "launch", no_launch)
+    argv, message = _launch_case(tmp_path, case)
+    assert_refused(*argv, cwd=tmp_path, contains=message)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("case", list(LAUNCH_CASES))
+def test_a_launch_refuses_with_one_line(tmp_path, case: str) -> None:
+    argv, message = _launch_case(tmp_path, case)
+    assert_refused(*argv, cwd=tmp_path, subprocess_run=True, contains=message)
 
 
 @pytest.mark.slow
