@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -303,17 +304,23 @@ def _grow_parser(commands: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nas` console script."""
+    if "WORLD_SIZE" in os.environ:  # one of several processes
+        from nas.runtime.launch import die_with_launcher
+
+        die_with_launcher()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if _launch_requested(args):
             from nas.runtime.launch import LAUNCHER_FLAGS, launch
 
+            _check_before_launch(args)
             options = {key: getattr(args, key) for key in LAUNCHER_FLAGS}
             return launch(sys.argv[1:] if argv is None else argv, options)
         return args.handler(args)
     except NasError as err:
-        print(f"nas: error: {err}", file=sys.stderr)
+        if not _reported_to_launcher(err):
+            print(f"nas: error: {err}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
         from nas.errors import out_of_memory_message
@@ -331,17 +338,62 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _reported_to_launcher(err: NasError) -> bool:
+    """True when this is a worker of `nas ... --nproc-per-node N` and its launcher will print
+    the error (once, for every worker).
+    """
+    if "WORLD_SIZE" not in os.environ:
+        return False
+    from nas.runtime.launch import report_worker_error
+
+    return report_worker_error(str(err))
+
+
 def _launch_requested(args: argparse.Namespace) -> bool:
-    """True when a search or training asks for several processes and is not one of them yet."""
+    """True when a command asks for several processes and is not one of them yet. Raises
+    NasError for bad launcher flags.
+    """
     if not hasattr(args, "nproc_per_node"):
         return False
-    from nas.runtime.launch import wants_launch
+    from nas.runtime.launch import LAUNCHER_FLAGS, check_options, wants_launch
 
-    for key in ("nproc_per_node", "nnodes"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            raise NasError(f"--{key.replace('_', '-')} must be at least 1")
+    check_options({key: getattr(args, key) for key in LAUNCHER_FLAGS})
     return wants_launch(args.nproc_per_node, args.nnodes)
+
+
+def _check_before_launch(args: argparse.Namespace) -> None:
+    """Resolve what every worker will resolve first (config, run directory, genotype, device),
+    writing nothing, so that a refusal is printed once, before any worker starts. Raises
+    NasError.
+    """
+    from nas.rundir import check_world_size, prepare_run_dir
+    from nas.runtime.dist import resolve_device
+
+    if args.command == "tune":
+        from nas.tune.run import plan
+
+        plan(args)
+        return
+    if args.command == "train" and args.summary:
+        raise NasError("--summary runs on one process: drop --nproc-per-node and --nnodes")
+    from nas.adanet.config import GrowConfig
+    from nas.config import Config, TrainConfig
+
+    config_class, flags = {
+        "search": (Config, SEARCH_FLAGS),
+        "train": (TrainConfig, TRAIN_FLAGS),
+        "grow": (GrowConfig, GROW_FLAGS),
+    }[args.command]
+    config, run_dir = prepare_run_dir(args, args.command, config_class, flags, lambda c: "check")
+    resolve_device(config.run.device)
+    if args.resume:
+        check_world_size(run_dir, (args.nproc_per_node or 1) * (args.nnodes or 1))
+    elif args.command == "train":
+        from nas.published import load_genotype
+
+        if config.model.genotype is None:
+            raise NasError("nas train needs --genotype NAME_OR_FILE (see nas train --help)")
+        load_genotype(config.model.genotype)
 
 
 def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path, runtime: Any,

@@ -6,6 +6,7 @@ Every export is loaded back and run on a check batch; the result must match the 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import warnings
@@ -16,13 +17,22 @@ from typing import Any
 import torch
 
 from nas.errors import NasError
+from nas.export_folder import (
+    CARD_FILE,
+    CARD_FORMAT,
+    GENOTYPE_FILE,
+    keep_file,
+    previous_card,
+    staged,
+)
 from nas.genotype import Genotype
 from nas.io import atomic_write_text
 from nas.runtime.checkpoint import load_checkpoint
 
 FILE_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "exported": "model.pt2"}
-CARD_FORMAT = "nasforge.model_card"
 CARD_VERSION = 1
+# Card fields that identify the weights: formats exported from the same ones stay side by side.
+SAME_WEIGHTS = ("checkpoint", "epoch", "test_accuracy", "params", "weights_sha256")
 # Outputs of the export and the trained network may differ by float reassociation only.
 TOLERANCE = 1e-4
 
@@ -44,7 +54,13 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[torch.nn.Module, d
     state = payload if which == "best" else payload.get("task", {})
     if "model" not in state or "network" not in state:
         raise NasError(f"{path} is not a nas train checkpoint (a search run cannot be exported)")
-    network = build_network(state["model"])
+    try:
+        network = build_network(state["model"])
+    except (KeyError, TypeError, ValueError) as err:  # a spec without a field, or a wrong type
+        raise NasError(
+            f"{path} does not describe a network nasforge can build ({type(err).__name__}: "
+            f"{str(err)[:200]}); export a checkpoint written by nas train"
+        ) from None
     try:
         network.load_state_dict(state["network"])
     except RuntimeError as err:
@@ -62,39 +78,39 @@ def export_run(
 ) -> dict[str, Any]:
     """Export a run's network as `fmt`; return the output folder, file and the check's max error.
 
-    Raises NasError for a bad run directory, a missing optional package or a failed check.
+    The export is built in a staging folder beside the output folder and moved into place whole
+    (nas/export_folder.py), so the folder always holds one consistent export. Raises NasError
+    for a bad run directory or output folder, a missing optional package or a failed check.
     """
     if fmt not in FILE_NAMES:
         raise NasError(f"unknown export format {fmt!r}; choose one of {', '.join(FILE_NAMES)}")
     network, facts = load_trained(run_dir, which)
     spec = facts["spec"]
     folder = Path(out) if out else run_dir / "export"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise NasError(
-            f"cannot use {folder} as the export folder ({err}); pick another --out"
-        ) from None
+    previous = previous_card(folder, set(FILE_NAMES.values()) | {GENOTYPE_FILE, CARD_FILE})
     shape = (spec["in_channels"], spec["image_size"], spec["image_size"])
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, *shape, generator=generator)
     check = torch.randn(3, *shape, generator=generator)  # another batch size: batch is dynamic
     with torch.no_grad():
         expected = network(check)
-    model_file = folder / FILE_NAMES[fmt]
-    with _quiet_exporters():
-        actual = _EXPORTERS[fmt](network, example, check, model_file)
-    max_abs_diff = float((actual - expected).abs().max())
-    if not max_abs_diff <= TOLERANCE:
-        raise NasError(
-            f"the {fmt} export differs from the trained network by {max_abs_diff:.2e} (more than "
-            f"{TOLERANCE}); the export at {model_file} should not be used"
-        )
-    Genotype.from_dict(spec["genotype"]).save(folder / "genotype.json")
     card = _model_card(spec, facts, network, which)
-    card["exports"] = {**_earlier_exports(folder / "model_card.json", card), fmt: model_file.name}
-    atomic_write_text(folder / "model_card.json", json.dumps(card, indent=2) + "\n")
-    return {"folder": folder, "model_file": model_file, "max_abs_diff": max_abs_diff}
+    with staged(folder) as staging:
+        with _quiet_exporters():
+            actual = _EXPORTERS[fmt](network, example, check, staging / FILE_NAMES[fmt])
+        max_abs_diff = float((actual - expected).abs().max())
+        if not max_abs_diff <= TOLERANCE:
+            raise NasError(
+                f"the {fmt} export differs from the trained network by {max_abs_diff:.2e} (more "
+                f"than {TOLERANCE}); nothing was written to {folder}"
+            )
+        Genotype.from_dict(spec["genotype"]).save(staging / GENOTYPE_FILE)
+        earlier = _earlier_exports(previous, card, exclude=fmt)
+        for name in earlier.values():
+            keep_file(folder / name, staging / name)
+        card["exports"] = {**earlier, fmt: FILE_NAMES[fmt]}
+        atomic_write_text(staging / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    return {"folder": folder, "model_file": folder / FILE_NAMES[fmt], "max_abs_diff": max_abs_diff}
 
 
 @contextlib.contextmanager
@@ -117,15 +133,16 @@ def _quiet_exporters() -> Iterator[None]:
         onnx_logger.setLevel(level)
 
 
-def _earlier_exports(card_path: Path, card: dict[str, Any]) -> dict[str, str]:
-    """Exports already in the folder from the same weights (so one card lists every format)."""
-    try:
-        old = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError):
+def _earlier_exports(
+    previous: dict[str, Any] | None, card: dict[str, Any], exclude: str
+) -> dict[str, str]:
+    """The other formats already exported from the same weights (one card lists every format)."""
+    if not previous or any(previous.get(k) != card[k] for k in SAME_WEIGHTS):
         return {}
-    same = all(old.get(k) == card[k] for k in ("checkpoint", "epoch", "test_accuracy", "params"))
-    exports = old.get("exports") if same else None
-    return exports if isinstance(exports, dict) else {}
+    exports = previous.get("exports")
+    if not isinstance(exports, dict):
+        return {}
+    return {f: n for f, n in exports.items() if f != exclude and FILE_NAMES.get(f) == n}
 
 
 def _model_card(spec: dict[str, Any], facts: dict[str, Any], network: torch.nn.Module,
@@ -148,10 +165,22 @@ def _model_card(spec: dict[str, Any], facts: dict[str, Any], network: torch.nn.M
         "network": spec["network"],
         "layers": spec["layers"],
         "channels": spec["channels"],
-        "genotype_file": "genotype.json",
+        "weights_sha256": _weights_digest(network),
+        "genotype_file": GENOTYPE_FILE,
         "nasforge_version": __version__,
         "torch_version": torch.__version__,
     }
+
+
+def _weights_digest(network: torch.nn.Module) -> str:
+    """A digest of the network's weights: tells whether an earlier export came from them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()
 
 
 def _torchscript(network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor,

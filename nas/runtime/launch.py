@@ -2,23 +2,35 @@
 
 `nas search|train --nproc-per-node N [--nnodes M --node-rank R --rdzv-endpoint HOST:PORT]
 [--max-restarts K] ...` re-runs the same command line as
-`python -m torch.distributed.run ... -m nas ...`. Each worker then finds RANK, WORLD_SIZE and
+`python -m torch.distributed.run ... -m nas ...`, with torchrun's agent running in the
+launcher's own process. Each worker then finds RANK, WORLD_SIZE and
 LOCAL_RANK in its environment (see `init_runtime`). Running `torchrun ... -m nas ...` directly is
 the same thing.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
-import subprocess
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from nas.errors import NasError
 
 # Set by the launcher: the time part of the default run directory name, the same in every worker.
 RUN_STAMP_ENV = "NASFORGE_RUN_STAMP"
+# Set by the launcher for its workers: where they report user errors, and the launcher's pid.
+ERROR_DIR_ENV = "NASFORGE_ERROR_DIR"
+LAUNCHER_PID_ENV = "NASFORGE_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# What torchrun's agent handles (TORCHELASTIC_SIGNALS_TO_HANDLE's default).
+_AGENT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 # argparse dest -> torch.distributed.run flag
 LAUNCHER_FLAGS = {
@@ -36,20 +48,42 @@ def wants_launch(nproc_per_node: int | None, nnodes: int | None) -> bool:
     return several and "WORLD_SIZE" not in os.environ
 
 
-def launch(argv: Sequence[str], options: dict[str, object]) -> int:
-    """Run `nas ARGV` under torch.distributed.run; its exit status.
-
-    `options` maps LAUNCHER_FLAGS keys to values (None: not given). A single node without a
-    rendezvous endpoint uses `--standalone` (a free local port).
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse launcher flags that torch.distributed.run would reject with a traceback, or that
+    would start processes that can never meet. Raises NasError.
     """
-    if (options.get("nnodes") or 1) > 1 and not options.get("rdzv_endpoint"):
+    for key in ("nproc_per_node", "nnodes"):
+        value = options.get(key)
+        if value is not None and value < 1:
+            raise NasError(f"{LAUNCHER_FLAGS[key]} must be at least 1")
+    nnodes, node_rank = options.get("nnodes") or 1, options.get("node_rank")
+    if nnodes > 1 and not options.get("rdzv_endpoint"):
         raise NasError(
             "--nnodes above 1 needs --rdzv-endpoint HOST:PORT (the same on every node) and "
             "--node-rank"
         )
-    command = [sys.executable, "-m", "torch.distributed.run"]
-    if not options.get("rdzv_endpoint"):
-        command.append("--standalone")
+    if node_rank is not None and not 0 <= node_rank < nnodes:
+        raise NasError(f"--node-rank must be between 0 and --nnodes - 1 ({nnodes - 1})")
+    if (options.get("max_restarts") or 0) < 0:
+        raise NasError("--max-restarts must be 0 or more")
+    endpoint = options.get("rdzv_endpoint")
+    if endpoint is not None:
+        host, _, port = str(endpoint).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise NasError(
+                f"--rdzv-endpoint {str(endpoint)[:100]!r} is not HOST:PORT (a port 1-65535)"
+            )
+
+
+def launch(argv: Sequence[str], options: dict[str, Any]) -> int:
+    """Run `nas ARGV` under torch.distributed.run, whose agent runs in this process; the exit
+    status (2 when a worker stopped on a user error, printed once).
+
+    `options` maps LAUNCHER_FLAGS keys to values (None: not given). A single node without a
+    rendezvous endpoint uses `--standalone` (a free local port).
+    """
+    check_options(options)
+    command = [] if options.get("rdzv_endpoint") else ["--standalone"]
     for key, flag in LAUNCHER_FLAGS.items():
         value = options.get(key)
         if value is not None:
@@ -57,8 +91,111 @@ def launch(argv: Sequence[str], options: dict[str, object]) -> int:
     # The workers get the whole command line: they find WORLD_SIZE set, so the launcher flags
     # in it start nothing (and config.yaml records the command as the user typed it).
     command += ["-m", "nas", *argv]
-    env = {**os.environ, RUN_STAMP_ENV: time.strftime("%Y%m%d-%H%M%S")}
+    os.environ[RUN_STAMP_ENV] = time.strftime("%Y%m%d-%H%M%S")
+    return run_agent(command)
+
+
+def run_agent(torchrun_args: list[str]) -> int:
+    """Run torch.distributed.run's agent here, so the workers are this process's children: they
+    die with it (see `die_with_launcher`) and report user errors to it through files.
+    """
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    handled = {sig: signal.getsignal(sig) for sig in _AGENT_SIGNALS}  # the agent replaces them
+    saved_env = {key: os.environ.get(key) for key in (ERROR_DIR_ENV, LAUNCHER_PID_ENV)}
+    with tempfile.TemporaryDirectory(prefix="nasforge-launch-") as errors:
+        os.environ[ERROR_DIR_ENV] = errors
+        os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
+        quiet = _QuietAfterUserError(Path(errors))
+        handlers = [
+            *logging.getLogger("torch").handlers,
+            *logging.getLogger("torch.distributed").handlers,
+        ]
+        for handler in handlers:
+            handler.addFilter(quiet)
+        failures = {}
+        try:
+            torchrun.run(torchrun.parse_args(torchrun_args))
+            status = 0
+        except ChildFailedError as err:
+            failures = err.failures
+            status = 1
+        except SignalException as err:
+            print(
+                f"nas: stopped by {signal.Signals(err.sigval).name}; the workers were stopped "
+                "too (completed epochs are checkpointed: continue with --resume)",
+                file=sys.stderr,
+            )
+            status = 128 + int(err.sigval)
+        finally:
+            for handler in handlers:
+                handler.removeFilter(quiet)
+            for sig, action in handled.items():
+                signal.signal(sig, action)
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        message = worker_error(Path(errors))
+    if message is not None:
+        print(f"nas: error: {message}", file=sys.stderr)
+        return 2
+    for rank, failure in sorted(failures.items()):  # their own output above says why
+        print(
+            f"nas: worker rank {rank} (pid {failure.pid}) failed with exit code {failure.exitcode}",
+            file=sys.stderr,
+        )
+    return status
+
+
+class _QuietAfterUserError(logging.Filter):
+    """Drops torch.distributed's log lines once a worker has reported a user error: the agent's
+    'failed (exitcode ...)' and 'closing signal' lines would bury the one line that matters.
+    """
+
+    def __init__(self, errors: Path) -> None:
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("torch.distributed"):
+            return True
+        return not any(self.errors.iterdir())
+
+
+def report_worker_error(message: str) -> bool:
+    """In a worker of `launch`: hand a user error's message to the launcher, which prints it
+    once. False outside such a worker (the caller prints it).
+    """
+    folder = os.environ.get(ERROR_DIR_ENV)
+    if not folder or "WORLD_SIZE" not in os.environ:
+        return False
+    rank = int(os.environ.get("RANK", "0"))
     try:
-        return subprocess.run(command, check=False, env=env).returncode
-    except KeyboardInterrupt:
-        return 130
+        (Path(folder) / f"rank-{rank:06d}.txt").write_text(message)
+    except OSError:
+        return False
+    return True
+
+
+def worker_error(folder: Path) -> str | None:
+    """The user error the lowest rank reported, if any."""
+    reports = sorted(folder.glob("rank-*.txt"))
+    return reports[0].read_text() if reports else None
+
+
+def die_with_launcher() -> None:
+    """In a worker of `launch`: ask Linux to kill this process when the launcher dies (even by
+    SIGKILL), and exit now if it already has. No-op elsewhere.
+    """
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not launcher or "WORLD_SIZE" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The launcher may have died before the prctl: this process was then re-parented already.
+    if os.getppid() != int(launcher):
+        os._exit(1)
