@@ -316,10 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "\nnas: interrupted; completed epochs are checkpointed: continue with --resume",
-            file=sys.stderr,
-        )
+        print("\nnas: interrupted", file=sys.stderr)
         return 130
 
 
@@ -337,10 +334,35 @@ def _launch_requested(args: argparse.Namespace) -> bool:
 
 
 def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path, runtime: Any,
-                banner: str, epochs: int | None = None) -> dict[str, Any] | None:  # fmt: skip
-    """Run `task` under the engine with logging (`epochs` engine epochs, default run.epochs);
-    None when interrupted (printed).
+                banner: str, epochs: int | None = None,
+                write: Any = None) -> dict[str, Any] | None:  # fmt: skip
+    """Claim the run directory, call `write()` (main process, new runs), then run `task` under
+    the engine with logging (`epochs` engine epochs, default run.epochs); None when interrupted
+    (printed). The run directory stays locked until the run ends.
     """
+    from nas.rundir import claim_run_dir
+
+    lock = None
+    if runtime.is_main:  # every input was checked by now: the first write into the folder
+        lock = claim_run_dir(run_dir, args.command, config, runtime.world_size, args.resume)
+    try:
+        if runtime.is_main and write is not None and not args.resume:
+            write()
+        return _engine_epochs(args, task, config, run_dir, runtime, banner, epochs)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _engine_epochs(
+    args: argparse.Namespace,
+    task: Any,
+    config: Any,
+    run_dir: Path,
+    runtime: Any,
+    banner: str,
+    epochs: int | None,
+) -> dict[str, Any] | None:
     from nas.logging import RunLogger
     from nas.runtime import Engine
 
@@ -359,17 +381,34 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
             finally:
                 logger.close()
     except KeyboardInterrupt:
-        print(
-            f"\nnas: interrupted; completed epochs are checkpointed. Continue with: "
-            f"nas {args.command} --out {run_dir} --resume",
-            file=sys.stderr,
-        )
+        print(f"\nnas: {_interrupted(args.command, run_dir, engine)}", file=sys.stderr)
         return None
 
 
+def _interrupted(command: str, run_dir: Path, engine: Any) -> str:
+    """What a Ctrl-C leaves: a run to --resume, or (before the first checkpoint) one to start
+    again with the same command.
+    """
+    import shlex
+
+    from nas.rundir import restart_command
+
+    if engine.checkpoint_path.is_file():
+        return (
+            "interrupted; completed epochs are checkpointed. Continue with: "
+            f"nas {command} --out {shlex.quote(str(run_dir))} --resume"
+        )
+    return (
+        "interrupted before the first checkpoint, so there is nothing to resume. Start it again "
+        f"with: {restart_command(run_dir, command)}"
+    )
+
+
 def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:
-    """Runtime, seeds and (new runs) config.yaml."""
-    from nas.rundir import check_world_size, write_config
+    """Runtime and seeds. Writes nothing: the run directory is claimed in `_run_engine`, once
+    the task (data, model) was built from the checked inputs.
+    """
+    from nas.rundir import check_world_size
     from nas.runtime import init_runtime
     from nas.runtime.checkpoint import seed_everything
 
@@ -377,10 +416,6 @@ def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:
     if args.resume:
         check_world_size(run_dir, runtime.world_size)
     seed_everything(config.run.seed)
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            write_config(config, run_dir, runtime.world_size)
     return runtime
 
 
@@ -391,11 +426,6 @@ def _search(args: argparse.Namespace) -> int:
     config, run_dir = prepare_run_dir(
         args, "search", Config, SEARCH_FLAGS, lambda c: f"{c.strategy.name}-{c.data.name}"
     )
-    if not args.resume:
-        # A run that died before its first checkpoint may have left a result; the logger's
-        # rewind(0) drops its metrics and TensorBoard events.
-        (run_dir / "genotype.json").unlink(missing_ok=True)
-
     from nas.search import SearchTask
 
     runtime = _start(config, run_dir, args)
@@ -432,10 +462,6 @@ def _grow(args: argparse.Namespace) -> int:
         args, "grow", GrowConfig, GROW_FLAGS,
         lambda c: f"{c.adanet.generator}-{c.data.name}",
     )  # fmt: skip
-    if not args.resume:  # a run that died before its first checkpoint may have left these
-        (run_dir / "ensemble.json").unlink(missing_ok=True)
-        (run_dir / "checkpoints" / "ensemble.pt").unlink(missing_ok=True)
-
     from nas.adanet.task import GrowTask
 
     runtime = _start(config, run_dir, args)
@@ -504,18 +530,20 @@ def _train(args: argparse.Namespace) -> int:
         )
     else:
         genotype = load_genotype(config.model.genotype)
+    _note_unfinished(genotype)
 
     from nas.train import TrainTask
 
     runtime = _start(config, run_dir, args)
     task = TrainTask(config, genotype, runtime)
-    if runtime.is_main and not args.resume:
-        genotype.save(run_dir / "genotype.json")
     banner = (
         f"nas train: {config.model.genotype} ({config.model.network} network, "
         f"{config.model.layers} cells, C={config.model.channels}) on {config.data.name}"
     )
-    record = _run_engine(args, task, config, run_dir, runtime, banner)
+    record = _run_engine(
+        args, task, config, run_dir, runtime, banner,
+        write=lambda: genotype.save(run_dir / "genotype.json"),
+    )  # fmt: skip
     if record is None:
         return 130
     if not runtime.is_main:  # rank 0 reports
@@ -529,6 +557,17 @@ def _train(args: argparse.Namespace) -> int:
     print(f"export it: nas export {run_dir} --format exported")
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return 0
+
+
+def _note_unfinished(genotype: Any) -> None:
+    """One stderr note (first process only) when the genotype's search had not finished."""
+    import os
+
+    from nas.published import unfinished_note
+
+    note = unfinished_note(genotype)
+    if note and os.environ.get("RANK", "0") == "0":
+        print(f"nas: {note}", file=sys.stderr)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -639,6 +678,7 @@ def _show(args: argparse.Namespace) -> int:
     from nas.published import load_genotype
 
     genotype = load_genotype(args.genotype)
+    _note_unfinished(genotype)
     print(describe_genotype(genotype))
     if args.out:
         from nas.drawing import save_genotype_png

@@ -39,7 +39,10 @@ class RunLogger:
         """Forget everything logged after `epoch` completed epochs (a resumed run redoes them)."""
         if not self.enabled:
             return
-        for path in self.run_dir.glob("*.jsonl"):
+        for name in RUN_LOGS:  # only nasforge's own logs, never other files in the folder
+            path = self.run_dir / name
+            if not path.is_file():
+                continue
             rows = path.read_text().splitlines()
             kept = [line for line in rows if _row_epoch(line) <= epoch]
             if len(kept) != len(rows):
@@ -118,6 +121,9 @@ class RunLogger:
             self._writer.close()
             self._writer = None
 
+
+# The jsonl logs commands append to, one row per epoch (or candidate), rewound on resume.
+RUN_LOGS = ("metrics.jsonl", "genotypes.jsonl", "candidates.jsonl")
 
 # Schedule values that the per-epoch summary line shows when a strategy reports them.
 SUMMARY_EXTRAS = ("temperature", "threshold", "ops_remaining")

@@ -55,40 +55,41 @@ def _changed_keys(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]
 def prepare_run_dir(
     args: argparse.Namespace, command: str, config_class: type, flags: dict[str, str], name: Any
 ) -> tuple[Any, Path]:
-    """Resolve the config and the run directory of `nas COMMAND`.
+    """Resolve the config and the run directory of `nas COMMAND`; writes nothing.
 
-    A new run gets `--out` or `runs/<command>-<name(config)>-<time>` and must not overwrite a run
-    with a checkpoint. `--resume` reloads the saved config and refuses changes other than
-    RESUMABLE_CHANGES. Raises NasError.
+    A new run gets `--out` or `runs/<command>-<name(config)>-<time>`, which must be missing,
+    empty, or a run of this command that stopped before its first checkpoint (it restarts in
+    place). `--resume` reloads the saved config and refuses changes other than RESUMABLE_CHANGES.
+    Raises NasError.
     """
     from nas.config import load_yaml
 
+    if args.out is not None:
+        check_out_path(args.out)
     if not args.resume:
         config = resolve_config(args, config_class, flags)
         if config.run.out is None:
             config.run.out = f"runs/{command}-{name(config)}-{run_stamp()}"
+        check_out_path(config.run.out)
         run_dir = Path(config.run.out)
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            if not restarted():
-                raise NasError(
-                    f"{run_dir} already holds a run; continue it with --resume or choose "
-                    "another --out"
-                )
+        if (run_dir / "checkpoints" / "last.pt").exists() and restarted() and _owned(run_dir):
             # torchrun restarted this worker after a failure: continue from the last checkpoint.
             args.resume, args.out = True, str(run_dir)
         else:
+            check_new_run_dir(run_dir, command)
             return config, run_dir
     if args.out is None:
         raise NasError("--resume needs --out DIR, the run directory to continue")
     run_dir = Path(args.out)
-    if not (run_dir / "checkpoints" / "last.pt").is_file():
-        raise NasError(f"{run_dir} holds no checkpoint to resume (checkpoints/last.pt is missing)")
+    check_resume_dir(run_dir, command)
     saved = load_yaml(run_dir / "config.yaml")
+    if not isinstance(saved, dict):
+        raise NasError(f"{_cut(run_dir)}/config.yaml is not a run's saved config; start a new run")
     config = resolve_config(args, config_class, flags, base=saved)
     changed = [k for k in _changed_keys(saved, config.to_dict()) if k not in RESUMABLE_CHANGES]
     if changed:
         raise NasError(
-            f"--resume continues the run as saved in {run_dir}/config.yaml, but this command "
+            f"--resume continues the run as saved in {_cut(run_dir)}/config.yaml, but this command "
             f"changes {', '.join(changed)}; drop those options or start a new run"
         )
     return config, run_dir
@@ -150,6 +151,204 @@ def check_world_size(run_dir: Path, world_size: int) -> None:
     if saved != world_size:
         how = f"--nproc-per-node {saved}" if saved > 1 else "one process"
         raise NasError(
-            f"{run_dir} was trained on {saved} process(es), this resume runs {world_size}; "
+            f"{_cut(run_dir)} was trained on {saved} process(es), this resume runs {world_size}; "
             f"resume it with {how} (the global batch and data order depend on it)"
         )
+
+
+# Written into every run directory nasforge creates (or takes while empty). Only a folder with
+# it is ever restarted, resumed or cleaned up; any other non-empty folder is the user's.
+MARKER_NAME = ".nasforge-run"
+MARKER_FORMAT = "nasforge.run"
+# What a restart before the first checkpoint deletes: results of the run that died.
+STALE_RESULTS = {
+    "search": ["genotype.json"],
+    "grow": ["ensemble.json", "checkpoints/ensemble.pt"],
+    "train": ["checkpoints/best.pt"],
+}
+
+
+def check_out_path(out: str) -> None:
+    """Refuse an --out that cannot name a run directory: empty, a file, under a file, or in a
+    folder the user cannot write. Raises NasError.
+    """
+    if not out.strip():
+        raise NasError("--out is empty; give the run directory to write, e.g. --out runs/my-run")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NasError(f"--out {_short(out)} is a file, not a folder; give a new or empty folder")
+    existing = next((p for p in [path, *path.parents] if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        raise NasError(f"--out {_short(out)}: {_short(str(existing))} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NasError(f"--out {_short(out)}: {_short(str(existing))} is not writable by you")
+
+
+def check_new_run_dir(run_dir: Path, command: str) -> None:
+    """A new run may use a missing or empty folder, or restart its own run that stopped before
+    the first checkpoint. Raises NasError otherwise; writes nothing.
+    """
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    _check_owner(run_dir, command)
+    from nas.runtime.lock import busy_message, held_by_launcher, is_locked
+
+    if is_locked(run_dir) and not held_by_launcher(run_dir):
+        raise NasError(busy_message(run_dir))
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        raise NasError(
+            f"{_cut(run_dir)} already holds a run; continue it with --resume or choose "
+            "another --out"
+        )
+
+
+def check_resume_dir(run_dir: Path, command: str) -> None:
+    """--resume needs a run of `command` with a checkpoint that no live process owns."""
+    if not run_dir.is_dir():
+        raise NasError(f"{_cut(run_dir)} does not exist, so there is no run to resume; check --out")
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if not (run_dir / MARKER_NAME).is_file() and not _legacy_run(run_dir):
+        raise NasError(
+            f"{_cut(run_dir)} is not a nasforge run directory (no {MARKER_NAME}), so it holds "
+            "no run to resume; check --out"
+        )
+    _check_owner(run_dir, command)
+    from nas.runtime.lock import busy_message, held_by_launcher, is_locked
+
+    if is_locked(run_dir) and not held_by_launcher(run_dir):
+        raise NasError(busy_message(run_dir))
+    if not checkpoint.is_file():
+        raise NasError(
+            f"{_cut(run_dir)} stopped before its first checkpoint, so there is nothing to resume; "
+            f"start it again without --resume: {restart_command(run_dir, command)}"
+        )
+
+
+def claim_run_dir(run_dir: Path, command: str, config: Any, world_size: int, resume: bool) -> Any:
+    """Make `run_dir` this run's (main process, after every input was checked): lock it, mark
+    it, drop temp files a kill left and, for a new run, a dead run's results; write config.yaml.
+
+    Returns the held RunDirLock (None when the launcher holds it). Raises NasError when another
+    process owns the folder.
+    """
+    from nas.io import remove_temp_files
+    from nas.runtime.lock import RunDirLock, held_by_launcher
+
+    lock = None
+    if not held_by_launcher(run_dir):
+        lock = RunDirLock(run_dir)
+        lock.acquire()
+    try:
+        write_marker(run_dir, command)
+        for folder in (run_dir, run_dir / "checkpoints"):
+            remove_temp_files(folder)
+        if not resume:
+            for name in STALE_RESULTS.get(command, []):
+                (run_dir / name).unlink(missing_ok=True)
+            write_config(config, run_dir, world_size)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock
+
+
+def write_marker(run_dir: Path, command: str) -> None:
+    """Mark `run_dir` as a run of `nas COMMAND` (kept when it is already marked)."""
+    import json
+
+    from nas.io import atomic_write_text
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / MARKER_NAME
+    if not marker.is_file():
+        data = {"format": MARKER_FORMAT, "command": command}
+        atomic_write_text(marker, json.dumps(data) + "\n")
+
+
+def restart_command(run_dir: Path, command: str) -> str:
+    """The command line that starts the run in `run_dir` again from scratch, in place."""
+    import shlex
+
+    from nas.config import load_yaml
+
+    recorded = None
+    if (run_dir / "config.yaml").is_file():
+        try:
+            recorded = (load_yaml(run_dir / "config.yaml") or {}).get("meta", {}).get("command")
+        except (NasError, AttributeError):
+            recorded = None
+    if not isinstance(recorded, str) or len(recorded) > 300:
+        where = shlex.quote(str(run_dir))
+        return f"nas {command} --out {where} (with the options it was first started with)"
+    words = [w for w in shlex.split(recorded) if w != "--resume"]
+    if "--out" not in words and not any(w.startswith("--out=") for w in words):
+        words += ["--out", str(run_dir)]
+    return shlex.join(words)
+
+
+def _check_owner(run_dir: Path, command: str) -> None:
+    """Refuse a folder that is not a run of `nas COMMAND` made by nasforge."""
+    marker = run_dir / MARKER_NAME
+    if not marker.is_file():
+        if _legacy_run(run_dir):
+            return
+        names = sorted(p.name for p in run_dir.iterdir())
+        shown = ", ".join(_short(n, 40) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        raise NasError(
+            f"{_cut(run_dir)} is not empty ({shown}) and nasforge did not create it; nasforge "
+            "writes runs only into new or empty folders, so choose another --out"
+        )
+    owner = _marker_command(marker)
+    if owner != command:
+        what = f"a nas {owner} run" if owner else f"an unreadable {MARKER_NAME}"
+        raise NasError(
+            f"{_cut(run_dir)} holds {what}, not a nas {command} run; choose another --out"
+        )
+
+
+def _owned(run_dir: Path) -> bool:
+    return (run_dir / MARKER_NAME).is_file() or _legacy_run(run_dir)
+
+
+def _marker_command(marker: Path) -> str | None:
+    import json
+
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != MARKER_FORMAT:
+        return None
+    command = data.get("command")
+    return command if isinstance(command, str) else None
+
+
+def _legacy_run(run_dir: Path) -> bool:
+    """A run made before run directories were marked: a checkpoint and a config.yaml with the
+    `meta` section nasforge writes.
+    """
+    import yaml
+
+    config, checkpoint = run_dir / "config.yaml", run_dir / "checkpoints" / "last.pt"
+    if not (config.is_file() and checkpoint.is_file()):
+        return False
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("meta"), dict)
+        and ("nasforge_version" in data["meta"])
+    )
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters, so an error line never echoes a huge value."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _cut(path: Path) -> str:
+    """A path for an error line, shortened like `_short`."""
+    return _short(str(path))
