@@ -205,7 +205,9 @@ def check_new_run_dir(run_dir: Path, command: str) -> None:
 def check_resume_dir(run_dir: Path, command: str) -> None:
     """--resume needs a run of `command` with a checkpoint that no live process owns."""
     if not run_dir.is_dir():
-        raise NasError(f"{_cut(run_dir)} does not exist, so there is no run to resume; check --out")
+        raise NasError(
+            f"{_cut(run_dir)} does not exist, so it holds no checkpoint to resume; check --out"
+        )
     checkpoint = run_dir / "checkpoints" / "last.pt"
     if not (run_dir / MARKER_NAME).is_file() and not _legacy_run(run_dir):
         raise NasError(
