@@ -307,10 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if _launch_requested(args):
+            from nas.rundir import hold_for_workers
             from nas.runtime.launch import LAUNCHER_FLAGS, launch
 
             options = {key: getattr(args, key) for key in LAUNCHER_FLAGS}
-            return launch(sys.argv[1:] if argv is None else argv, options)
+            with hold_for_workers(args):
+                return launch(sys.argv[1:] if argv is None else argv, options)
         return args.handler(args)
     except NasError as err:
         print(f"nas: error: {err}", file=sys.stderr)

@@ -5,10 +5,12 @@ writing config.yaml with the package version, git commit, world size and command
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,12 +190,13 @@ def check_new_run_dir(run_dir: Path, command: str) -> None:
     """A new run may use a missing or empty folder, or restart its own run that stopped before
     the first checkpoint. Raises NasError otherwise; writes nothing.
     """
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+    from nas.runtime.lock import LOCK_NAME, busy_message, owned_elsewhere
+
+    # a bare lock file is what a launcher holding the folder for its workers leaves so far
+    if not run_dir.is_dir() or all(p.name == LOCK_NAME for p in run_dir.iterdir()):
         return
     _check_owner(run_dir, command)
-    from nas.runtime.lock import busy_message, held_by_launcher, is_locked
-
-    if is_locked(run_dir) and not held_by_launcher(run_dir):
+    if owned_elsewhere(run_dir):
         raise NasError(busy_message(run_dir))
     if (run_dir / "checkpoints" / "last.pt").exists():
         raise NasError(
@@ -215,9 +218,9 @@ def check_resume_dir(run_dir: Path, command: str) -> None:
             "no run to resume; check --out"
         )
     _check_owner(run_dir, command)
-    from nas.runtime.lock import busy_message, held_by_launcher, is_locked
+    from nas.runtime.lock import busy_message, owned_elsewhere
 
-    if is_locked(run_dir) and not held_by_launcher(run_dir):
+    if owned_elsewhere(run_dir):
         raise NasError(busy_message(run_dir))
     if not checkpoint.is_file():
         raise NasError(
@@ -253,6 +256,54 @@ def claim_run_dir(run_dir: Path, command: str, config: Any, world_size: int, res
             lock.release()
         raise
     return lock
+
+
+@contextlib.contextmanager
+def hold_for_workers(args: argparse.Namespace) -> Iterator[None]:
+    """In the `nas` launcher: check --out and hold its lock while the workers run.
+
+    The workers find the held folder in HELD_LOCK_ENV and do not take the lock themselves, so
+    torchrun's restarts of them are never refused. Without --out the folder's name is only known
+    to the workers (it comes from their config): rank 0 then takes the lock. On other nodes
+    (--node-rank above 0) node 0's launcher holds it. A folder the workers never claimed (they
+    failed on bad input) is left as it was: the lock file, and the folder if made here, go.
+    Raises NasError.
+    """
+    from nas.runtime.lock import HELD_LOCK_ENV, LOCK_NAME, RunDirLock
+
+    command = getattr(args, "command", None)
+    if command not in STALE_RESULTS or args.out is None or (args.node_rank or 0) > 0:
+        yield
+        return
+    check_out_path(args.out)
+    run_dir = Path(args.out)
+    if args.resume:
+        check_resume_dir(run_dir, command)
+    else:
+        check_new_run_dir(run_dir, command)
+    created = not run_dir.exists()
+    had_lock_file = (run_dir / LOCK_NAME).exists()
+    lock = RunDirLock(run_dir)
+    lock.acquire()
+    previous = os.environ.get(HELD_LOCK_ENV)
+    os.environ[HELD_LOCK_ENV] = str(run_dir.resolve())
+    try:
+        yield
+    finally:
+        _restore_env(HELD_LOCK_ENV, previous)
+        lock.release()
+        if not (run_dir / MARKER_NAME).exists():  # no worker claimed it: undo the lock file
+            if not had_lock_file:
+                (run_dir / LOCK_NAME).unlink(missing_ok=True)
+            if created and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def write_marker(run_dir: Path, command: str) -> None:

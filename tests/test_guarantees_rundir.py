@@ -305,3 +305,46 @@ def test_lock_is_released_when_its_holder_is_killed(tmp_path) -> None:
         lock.acquire()
         assert is_locked(tmp_path)
     assert not is_locked(tmp_path)
+
+
+def _launcher_args(out: str, resume: bool = False):
+    import argparse
+
+    return argparse.Namespace(command="search", out=out, resume=resume, node_rank=None)
+
+
+def test_the_launcher_refuses_a_folder_in_use_before_starting_workers(tmp_path) -> None:
+    run = tmp_path / _run_dir(tmp_path, "search", False)
+    holder = _hold_lock(run)
+    try:
+        launched = [SEARCH[0], "--nproc-per-node", "2", *SEARCH[1:], "--out", "run"]
+        assert_refused(*launched, cwd=tmp_path, contains=f"pid {holder.pid}")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_workers_run_under_the_launchers_lock(tmp_path) -> None:
+    """What a worker does under `--nproc-per-node`: the launcher's lock does not refuse it (nor
+    a torchrun restart of it), and the lock is the launcher's until it ends."""
+    from nas.rundir import hold_for_workers
+    from nas.runtime.lock import is_locked
+
+    run = tmp_path / "run"
+    with hold_for_workers(_launcher_args(str(run))):
+        assert main([*SEARCH, "--out", str(run)]) == 0
+        assert is_locked(run)  # the worker took no lock of its own: the launcher's is held
+    assert not is_locked(run) and (run / ".nasforge-run").is_file()
+
+
+def test_the_launcher_leaves_an_unclaimed_folder_as_it_was(tmp_path) -> None:
+    """Workers that refuse their input never claim the folder: the launcher's lock file (and a
+    folder it made) go."""
+    from nas.rundir import hold_for_workers
+
+    (tmp_path / "empty").mkdir()
+    for name in ("new", "empty"):
+        with hold_for_workers(_launcher_args(str(tmp_path / name))):
+            assert (tmp_path / name / ".nasforge.lock").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"]
+    assert not any((tmp_path / "empty").iterdir())

@@ -88,3 +88,14 @@ def held_by_launcher(run_dir: Path) -> bool:
     """True in a worker whose `nas` launcher holds the lock of `run_dir` for it."""
     held = os.environ.get(HELD_LOCK_ENV)
     return bool(held) and Path(held).resolve() == run_dir.resolve()
+
+
+def owned_elsewhere(run_dir: Path) -> bool:
+    """True when a process other than this run's own launcher holds the lock of `run_dir`.
+
+    Only the first process of a run asks: on the other nodes of a multi-node run the lock (seen
+    over shared storage) is node 0's launcher's.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return False
+    return is_locked(run_dir) and not held_by_launcher(run_dir)
