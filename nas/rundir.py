@@ -128,6 +128,8 @@ def git_commit() -> str | None:
 
 def write_config(config: Any, run_dir: Path, world_size: int) -> None:
     """Write run_dir/config.yaml: the resolved config plus a `meta` section (atomically)."""
+    import shlex
+
     import yaml
 
     from nas import __version__
@@ -138,7 +140,7 @@ def write_config(config: Any, run_dir: Path, world_size: int) -> None:
         "nasforge_version": __version__,
         "git_commit": git_commit(),
         "world_size": world_size,
-        "command": " ".join(["nas", *sys.argv[1:]]),
+        "command": shlex.join(["nas", *sys.argv[1:]]),
     }
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 
@@ -334,7 +336,10 @@ def restart_command(run_dir: Path, command: str) -> str:
     if not isinstance(recorded, str) or len(recorded) > 300:
         where = shlex.quote(str(run_dir))
         return f"nas {command} --out {where} (with the options it was first started with)"
-    words = [w for w in shlex.split(recorded) if w != "--resume"]
+    try:
+        words = [w for w in shlex.split(recorded) if w != "--resume"]
+    except ValueError:  # an unbalanced quote: recorded by a nasforge that did not quote
+        words = [w for w in recorded.split() if w != "--resume"]
     if "--out" not in words and not any(w.startswith("--out=") for w in words):
         words += ["--out", str(run_dir)]
     return shlex.join(words)
