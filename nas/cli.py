@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if _launch_requested(args):
-            from nas.rundir import hold_for_workers
+            from nas.ownership import hold_for_workers
             from nas.runtime.launch import LAUNCHER_FLAGS, launch
 
             options = {key: getattr(args, key) for key in LAUNCHER_FLAGS}
@@ -342,7 +342,7 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
     the engine with logging (`epochs` engine epochs, default run.epochs); None when interrupted
     (printed). The run directory stays locked until the run ends.
     """
-    from nas.rundir import claim_run_dir
+    from nas.ownership import claim_run_dir
 
     lock = None
     if runtime.is_main:  # every input was checked by now: the first write into the folder
@@ -383,27 +383,11 @@ def _engine_epochs(
             finally:
                 logger.close()
     except KeyboardInterrupt:
-        print(f"\nnas: {_interrupted(args.command, run_dir, engine)}", file=sys.stderr)
+        from nas.ownership import interrupted_message
+
+        message = interrupted_message(args.command, run_dir, engine.checkpoint_path.is_file())
+        print(f"\nnas: {message}", file=sys.stderr)
         return None
-
-
-def _interrupted(command: str, run_dir: Path, engine: Any) -> str:
-    """What a Ctrl-C leaves: a run to --resume, or (before the first checkpoint) one to start
-    again with the same command.
-    """
-    import shlex
-
-    from nas.rundir import restart_command
-
-    if engine.checkpoint_path.is_file():
-        return (
-            "interrupted; completed epochs are checkpointed. Continue with: "
-            f"nas {command} --out {shlex.quote(str(run_dir))} --resume"
-        )
-    return (
-        "interrupted before the first checkpoint, so there is nothing to resume. Start it again "
-        f"with: {restart_command(run_dir, command)}"
-    )
 
 
 def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:

@@ -327,7 +327,7 @@ def test_the_launcher_refuses_a_folder_in_use_before_starting_workers(tmp_path) 
 def test_workers_run_under_the_launchers_lock(tmp_path) -> None:
     """What a worker does under `--nproc-per-node`: the launcher's lock does not refuse it (nor
     a torchrun restart of it), and the lock is the launcher's until it ends."""
-    from nas.rundir import hold_for_workers
+    from nas.ownership import hold_for_workers
     from nas.runtime.lock import is_locked
 
     run = tmp_path / "run"
@@ -340,7 +340,7 @@ def test_workers_run_under_the_launchers_lock(tmp_path) -> None:
 def test_the_launcher_leaves_an_unclaimed_folder_as_it_was(tmp_path) -> None:
     """Workers that refuse their input never claim the folder: the launcher's lock file (and a
     folder it made) go."""
-    from nas.rundir import hold_for_workers
+    from nas.ownership import hold_for_workers
 
     (tmp_path / "empty").mkdir()
     for name in ("new", "empty"):
