@@ -312,11 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if _launch_requested(args):
+            from nas.ownership import hold_for_workers
             from nas.runtime.launch import LAUNCHER_FLAGS, launch
 
             _check_before_launch(args)
             options = {key: getattr(args, key) for key in LAUNCHER_FLAGS}
-            return launch(sys.argv[1:] if argv is None else argv, options)
+            with hold_for_workers(args):
+                return launch(sys.argv[1:] if argv is None else argv, options)
         return args.handler(args)
     except NasError as err:
         if not _reported_to_launcher(err):
@@ -331,10 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "\nnas: interrupted; completed epochs are checkpointed: continue with --resume",
-            file=sys.stderr,
-        )
+        print("\nnas: interrupted", file=sys.stderr)
         return 130
 
 
@@ -397,10 +396,35 @@ def _check_before_launch(args: argparse.Namespace) -> None:
 
 
 def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path, runtime: Any,
-                banner: str, epochs: int | None = None) -> dict[str, Any] | None:  # fmt: skip
-    """Run `task` under the engine with logging (`epochs` engine epochs, default run.epochs);
-    None when interrupted (printed).
+                banner: str, epochs: int | None = None,
+                write: Any = None) -> dict[str, Any] | None:  # fmt: skip
+    """Claim the run directory, call `write()` (main process, new runs), then run `task` under
+    the engine with logging (`epochs` engine epochs, default run.epochs); None when interrupted
+    (printed). The run directory stays locked until the run ends.
     """
+    from nas.ownership import claim_run_dir
+
+    lock = None
+    if runtime.is_main:  # every input was checked by now: the first write into the folder
+        lock = claim_run_dir(run_dir, args.command, config, runtime.world_size, args.resume)
+    try:
+        if runtime.is_main and write is not None and not args.resume:
+            write()
+        return _engine_epochs(args, task, config, run_dir, runtime, banner, epochs)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _engine_epochs(
+    args: argparse.Namespace,
+    task: Any,
+    config: Any,
+    run_dir: Path,
+    runtime: Any,
+    banner: str,
+    epochs: int | None,
+) -> dict[str, Any] | None:
     from nas.logging import RunLogger
     from nas.runtime import Engine
 
@@ -419,17 +443,18 @@ def _run_engine(args: argparse.Namespace, task: Any, config: Any, run_dir: Path,
             finally:
                 logger.close()
     except KeyboardInterrupt:
-        print(
-            f"\nnas: interrupted; completed epochs are checkpointed. Continue with: "
-            f"nas {args.command} --out {run_dir} --resume",
-            file=sys.stderr,
-        )
+        from nas.ownership import interrupted_message
+
+        message = interrupted_message(args.command, run_dir, engine.checkpoint_path.is_file())
+        print(f"\nnas: {message}", file=sys.stderr)
         return None
 
 
 def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:
-    """Runtime, seeds and (new runs) config.yaml."""
-    from nas.rundir import check_world_size, write_config
+    """Runtime and seeds. Writes nothing: the run directory is claimed in `_run_engine`, once
+    the task (data, model) was built from the checked inputs.
+    """
+    from nas.rundir import check_world_size
     from nas.runtime import init_runtime
     from nas.runtime.checkpoint import seed_everything
 
@@ -437,10 +462,6 @@ def _start(config: Any, run_dir: Path, args: argparse.Namespace) -> Any:
     if args.resume:
         check_world_size(run_dir, runtime.world_size)
     seed_everything(config.run.seed)
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            write_config(config, run_dir, runtime.world_size)
     return runtime
 
 
@@ -451,11 +472,6 @@ def _search(args: argparse.Namespace) -> int:
     config, run_dir = prepare_run_dir(
         args, "search", Config, SEARCH_FLAGS, lambda c: f"{c.strategy.name}-{c.data.name}"
     )
-    if not args.resume:
-        # A run that died before its first checkpoint may have left a result; the logger's
-        # rewind(0) drops its metrics and TensorBoard events.
-        (run_dir / "genotype.json").unlink(missing_ok=True)
-
     from nas.search import SearchTask
 
     runtime = _start(config, run_dir, args)
@@ -497,10 +513,6 @@ def _grow(args: argparse.Namespace) -> int:
 
     data = load_dataset(config.data)  # a bad dataset is refused before the run dir is touched
     check_grow_data(config, data)
-    if not args.resume:  # a run that died before its first checkpoint may have left these
-        (run_dir / "ensemble.json").unlink(missing_ok=True)
-        (run_dir / "checkpoints" / "ensemble.pt").unlink(missing_ok=True)
-
     from nas.adanet.task import GrowTask
 
     runtime = _start(config, run_dir, args)
@@ -572,6 +584,7 @@ def _train(args: argparse.Namespace) -> int:
         )
     else:
         genotype = load_genotype(config.model.genotype)
+    _note_unfinished(genotype)
 
     from nas.data import load_dataset
     from nas.train import TrainTask, check_training_data
@@ -580,13 +593,14 @@ def _train(args: argparse.Namespace) -> int:
     check_training_data(config, data)
     runtime = _start(config, run_dir, args)
     task = TrainTask(config, genotype, runtime, data)
-    if runtime.is_main and not args.resume:
-        genotype.save(run_dir / "genotype.json")
     banner = (
         f"nas train: {config.model.genotype} ({config.model.network} network, "
         f"{config.model.layers} cells, C={config.model.channels}) on {config.data.name}"
     )
-    record = _run_engine(args, task, config, run_dir, runtime, banner)
+    record = _run_engine(
+        args, task, config, run_dir, runtime, banner,
+        write=lambda: genotype.save(run_dir / "genotype.json"),
+    )  # fmt: skip
     if record is None:
         return 130
     if not runtime.is_main:  # rank 0 reports
@@ -605,6 +619,17 @@ def _train(args: argparse.Namespace) -> int:
 # One forward pass of the cifar network at 512x512 peaks near 1 GiB (measured: 0.95 GiB, minutes
 # on one core); the memory grows with the square of the side.
 _SUMMARY_MAX_IMAGE = 512
+
+
+def _note_unfinished(genotype: Any) -> None:
+    """One stderr note (first process only) when the genotype's search had not finished."""
+    import os
+
+    from nas.published import unfinished_note
+
+    note = unfinished_note(genotype)
+    if note and os.environ.get("RANK", "0") == "0":
+        print(f"nas: {note}", file=sys.stderr)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -718,6 +743,7 @@ def _show(args: argparse.Namespace) -> int:
     from nas.published import load_genotype
 
     genotype = load_genotype(args.genotype)
+    _note_unfinished(genotype)
     print(describe_genotype(genotype))
     if args.out:
         from nas.drawing import save_genotype_png

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,31 @@ class CellGenotype:
 
 
 @dataclass(frozen=True)
+class SearchProgress:
+    """Where the search that derived a genotype stood: after `epoch` of `epochs` epochs, and
+    whether it had finished (its budget done, or converged early).
+    """
+
+    epoch: int
+    epochs: int
+    complete: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form."""
+        return {"epoch": self.epoch, "epochs": self.epochs, "complete": self.complete}
+
+
+@dataclass(frozen=True)
 class Genotype:
-    """A derived architecture of a cell space; build with `from_dict`, `load`, `parse_notation`."""
+    """A derived architecture of a cell space; build with `from_dict`, `load`, `parse_notation`.
+
+    `search` (optional, not compared) says how far the search that derived it had come.
+    """
 
     space: str
     normal: CellGenotype
     reduce: CellGenotype
+    search: SearchProgress | None = field(default=None, compare=False)
 
     def cell(self, kind: str) -> CellGenotype:
         """The cell of `kind` ("normal" or "reduce"). Raises ValueError for another kind."""
@@ -68,14 +87,17 @@ class Genotype:
             }
             for kind in CELL_KINDS
         }
-        return {"format": FORMAT, "version": VERSION, "space": self.space, **cells}
+        data = {"format": FORMAT, "version": VERSION, "space": self.space, **cells}
+        if self.search is not None:
+            data["search"] = self.search.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "genotype") -> Genotype:
         """Validate `data` and build a Genotype. Raises NasError naming the offending field."""
         if not isinstance(data, dict):
             raise NasError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        allowed = {"format", "version", "space", "normal", "reduce"}
+        allowed = {"format", "version", "space", "normal", "reduce", "search"}
         extra = sorted(set(data) - allowed)
         if extra:
             raise NasError(
@@ -110,7 +132,8 @@ class Genotype:
                 f"{where}.reduce.concat: states {inputs} are the cell inputs, which are twice the "
                 "size of a reduction cell's nodes and cannot be concatenated with them"
             )
-        return cls(space=space_name, **cells)
+        search = _search_from_dict(data["search"], f"{where}.search") if "search" in data else None
+        return cls(space=space_name, search=search, **cells)
 
     def to_json(self, indent: int | None = 2) -> str:
         """The JSON text."""
@@ -160,6 +183,25 @@ class Genotype:
             f"Genotype(normal={edges(self.normal)}, normal_concat={list(self.normal.concat)}, "
             f"reduce={edges(self.reduce)}, reduce_concat={list(self.reduce.concat)})"
         )
+
+
+def _search_from_dict(data: Any, where: str) -> SearchProgress:
+    fields = {"epoch", "epochs", "complete"}
+    valid = (
+        isinstance(data, dict)
+        and set(data) == fields
+        and all(type(data[k]) is int and data[k] >= 1 for k in ("epoch", "epochs"))
+        and type(data["complete"]) is bool
+        and data["epoch"] <= data["epochs"]
+    )
+    if not valid:
+        shown = repr(data)
+        shown = shown if len(shown) <= 100 else shown[:97] + "..."
+        raise NasError(
+            f'{where}: expected {{"epoch": E, "epochs": N, "complete": true|false}} with '
+            f"1 <= E <= N, got {shown}"
+        )
+    return SearchProgress(data["epoch"], data["epochs"], data["complete"])
 
 
 def _cell_from_dict(data: Any, space: CellSpace, where: str) -> CellGenotype:

@@ -8,15 +8,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+# atomic_write's temp files: `.NAME.RANDOM.tmp` next to NAME.
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write` on a temp file next to `path`, fsync it, then rename it over `path`."""
+    """Call `write` on a temp file next to `path`, fsync it, then rename it over `path`.
+
+    The temp file is private (mkstemp's 0600) while it is written; the finished file gets the
+    mode of any file the user creates, 0666 minus the umask.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -27,3 +35,21 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` atomically."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files a killed atomic_write left in `folder`; the paths removed."""
+    removed = []
+    for path in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+        # only atomic_write's own pattern: `.NAME.RANDOM.tmp`, two dots at least after the first
+        if path.is_file() and path.name.count(".") >= 3:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -46,7 +46,10 @@ class RunLogger:
         if not self.enabled:
             return
         rewritten = {}
-        for path in sorted(self.run_dir.glob("*.jsonl")):
+        for name in RUN_LOGS:  # only nasforge's own logs, never other files in the folder
+            path = self.run_dir / name
+            if not path.is_file():
+                continue
             rows = [line for line in path.read_bytes().splitlines() if line.strip()]
             epochs = [_row_epoch(line) for line in rows]
             if None in epochs[:-1]:
@@ -133,6 +136,9 @@ class RunLogger:
             self._writer.close()
             self._writer = None
 
+
+# The jsonl logs commands append to, one row per epoch (or candidate), rewound on resume.
+RUN_LOGS = ("metrics.jsonl", "genotypes.jsonl", "candidates.jsonl")
 
 # Schedule values that the per-epoch summary line shows when a strategy reports them.
 SUMMARY_EXTRAS = ("temperature", "threshold", "ops_remaining")

@@ -118,3 +118,14 @@ def load_genotype(name_or_path: str) -> Genotype:
             "existing file; pass a genotype.json written by nas search, or its run directory"
         )
     return Genotype.load(path)
+
+
+def unfinished_note(genotype: Genotype) -> str | None:
+    """A one-line note when `genotype` comes from a search that had not finished; else None."""
+    progress = genotype.search
+    if progress is None or progress.complete:
+        return None
+    return (
+        f"note: this genotype comes from an unfinished search, epoch {progress.epoch} of "
+        f"{progress.epochs}; its architecture may still have changed"
+    )

@@ -1,5 +1,6 @@
-"""Run directories: resolving a command's config, refusing to overwrite or misresume a run, and
-writing config.yaml with the package version, git commit, world size and command line.
+"""Run directories: resolving a command's config and run directory (the rules on which folders a
+run may use are in nas/ownership.py), and writing config.yaml with the package version, git
+commit, world size and command line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
+from nas.ownership import shown_path
 from nas.runtime.dist import restarted
 from nas.runtime.launch import RUN_STAMP_ENV
 
@@ -55,41 +57,45 @@ def _changed_keys(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]
 def prepare_run_dir(
     args: argparse.Namespace, command: str, config_class: type, flags: dict[str, str], name: Any
 ) -> tuple[Any, Path]:
-    """Resolve the config and the run directory of `nas COMMAND`.
+    """Resolve the config and the run directory of `nas COMMAND`; writes nothing.
 
-    A new run gets `--out` or `runs/<command>-<name(config)>-<time>` and must not overwrite a run
-    with a checkpoint. `--resume` reloads the saved config and refuses changes other than
-    RESUMABLE_CHANGES. Raises NasError.
+    A new run gets `--out` or `runs/<command>-<name(config)>-<time>`, which must be missing,
+    empty, or a run of this command that stopped before its first checkpoint (it restarts in
+    place). `--resume` reloads the saved config and refuses changes other than RESUMABLE_CHANGES.
+    Raises NasError.
     """
     from nas.config import load_yaml
+    from nas.ownership import check_new_run_dir, check_out_path, check_resume_dir, owned
 
+    if args.out is not None:
+        check_out_path(args.out)
     if not args.resume:
         config = resolve_config(args, config_class, flags)
         if config.run.out is None:
             config.run.out = f"runs/{command}-{name(config)}-{run_stamp()}"
+        check_out_path(config.run.out)
         run_dir = Path(config.run.out)
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            if not restarted():
-                raise NasError(
-                    f"{run_dir} already holds a run; continue it with --resume or choose "
-                    "another --out"
-                )
+        if (run_dir / "checkpoints" / "last.pt").exists() and restarted() and owned(run_dir):
             # torchrun restarted this worker after a failure: continue from the last checkpoint.
             args.resume, args.out = True, str(run_dir)
         else:
+            check_new_run_dir(run_dir, command)
             return config, run_dir
     if args.out is None:
         raise NasError("--resume needs --out DIR, the run directory to continue")
     run_dir = Path(args.out)
-    if not (run_dir / "checkpoints" / "last.pt").is_file():
-        raise NasError(f"{run_dir} holds no checkpoint to resume (checkpoints/last.pt is missing)")
+    check_resume_dir(run_dir, command)
     saved = load_yaml(run_dir / "config.yaml")
+    if not isinstance(saved, dict):
+        raise NasError(
+            f"{shown_path(run_dir)}/config.yaml is not a run's saved config; start a new run"
+        )
     config = resolve_config(args, config_class, flags, base=saved)
     changed = [k for k in _changed_keys(saved, config.to_dict()) if k not in RESUMABLE_CHANGES]
     if changed:
         raise NasError(
-            f"--resume continues the run as saved in {run_dir}/config.yaml, but this command "
-            f"changes {', '.join(changed)}; drop those options or start a new run"
+            f"--resume continues the run as saved in {shown_path(run_dir)}/config.yaml, but this "
+            f"command changes {', '.join(changed)}; drop those options or start a new run"
         )
     return config, run_dir
 
@@ -125,6 +131,8 @@ def git_commit() -> str | None:
 
 def write_config(config: Any, run_dir: Path, world_size: int) -> None:
     """Write run_dir/config.yaml: the resolved config plus a `meta` section (atomically)."""
+    import shlex
+
     import yaml
 
     from nas import __version__
@@ -135,7 +143,7 @@ def write_config(config: Any, run_dir: Path, world_size: int) -> None:
         "nasforge_version": __version__,
         "git_commit": git_commit(),
         "world_size": world_size,
-        "command": " ".join(["nas", *sys.argv[1:]]),
+        "command": shlex.join(["nas", *sys.argv[1:]]),
     }
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 
@@ -150,6 +158,6 @@ def check_world_size(run_dir: Path, world_size: int) -> None:
     if saved != world_size:
         how = f"--nproc-per-node {saved}" if saved > 1 else "one process"
         raise NasError(
-            f"{run_dir} was trained on {saved} process(es), this resume runs {world_size}; "
-            f"resume it with {how} (the global batch and data order depend on it)"
+            f"{shown_path(run_dir)} was trained on {saved} process(es), this resume runs "
+            f"{world_size}; resume it with {how} (the global batch and data order depend on it)"
         )

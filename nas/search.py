@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from nas.data import (
     split,
 )
 from nas.drawing import genotype_picture
-from nas.genotype import CELL_KINDS, Genotype
+from nas.genotype import CELL_KINDS, Genotype, SearchProgress
 from nas.logging import RunLogger
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
@@ -107,7 +108,10 @@ class SearchTask(Task):
     def log_epoch(self, epoch: int, record: dict[str, Any], logger: RunLogger) -> None:
         step = epoch + 1
         genotype = self.genotype()
-        genotype.save(logger.run_dir / "genotype.json")
+        epochs = self.config.run.epochs
+        # finished(): converged before the budget (ASAP), so no later epoch will change it
+        progress = SearchProgress(step, epochs, step >= epochs or self.finished())
+        replace(genotype, search=progress).save(logger.run_dir / "genotype.json")
         logger.append_jsonl("genotypes.jsonl", {"epoch": step, "genotype": genotype.to_dict()})
         for kind, weights, pruned in zip(
             CELL_KINDS, self.network.op_weights(), self.network.pruned_masks()

@@ -104,13 +104,13 @@ def test_config_file_and_set_override(tmp_path) -> None:
         (["--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' does not exist"),
     ],
 )
-def test_user_errors_exit_2_with_one_line(capsys, args: list, message: str) -> None:
-    code = main(
-        ["search", "--dataset", "digits", "--epochs", "1", "--out", "/tmp/nas-never", *args]
-    )
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys, args: list, message: str) -> None:
+    out = str(tmp_path / "never")  # a shared /tmp path would hold other runs' leftovers
+    code = main(["search", "--dataset", "digits", "--epochs", "1", "--out", out, *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("nas: error: ") and message in err[0]
+    assert not (tmp_path / "never").exists()
 
 
 def test_existing_run_is_never_overwritten_and_resume_must_match(tmp_path, capsys) -> None:
