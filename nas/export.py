@@ -87,6 +87,10 @@ def export_run(
     network, facts = load_trained(run_dir, which)
     spec = facts["spec"]
     folder = Path(out) if out else run_dir / "export"
+    if folder.resolve() in (Path.cwd(), *Path.cwd().parents):
+        # The export is swapped in by renaming its folder; the folder a shell stands in is not
+        # one to swap out from under it.
+        raise NasError(f"--out {folder} is the current folder or holds it; give a sub-folder")
     previous = previous_card(folder, set(FILE_NAMES.values()) | {GENOTYPE_FILE, CARD_FILE})
     shape = (spec["in_channels"], spec["image_size"], spec["image_size"])
     generator = torch.Generator().manual_seed(0)

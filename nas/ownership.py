@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
+from nas.io import TEMP_SUFFIX
 
 # Written into every run directory nasforge creates (or takes while empty). Only a folder with
 # it is ever restarted, resumed or cleaned up; any other non-empty folder is the user's.
@@ -235,6 +236,22 @@ def _check_owner(run_dir: Path, command: str) -> None:
         raise NasError(
             f"{shown_path(run_dir)} holds {what}, not a nas {command} run; choose another --out"
         )
+
+
+def check_study_folder(folder: Path) -> None:
+    """`nas tune --out`: a missing or empty folder, or a study nasforge made. Several workers
+    share one study folder (each trial has its own run directory), so it takes no lock. Raises
+    NasError; writes nothing.
+    """
+    check_out_path(str(folder))
+    if not folder.is_dir():
+        return
+    names = [p.name for p in folder.iterdir() if not p.name.endswith(TEMP_SUFFIX)]
+    if not names:  # empty, or another worker is writing the marker right now
+        return
+    if not (folder / MARKER_NAME).is_file() and (folder / "tune.yaml").is_file():
+        return  # a study from before folders were marked
+    _check_owner(folder, "tune")
 
 
 def owned(run_dir: Path) -> bool:

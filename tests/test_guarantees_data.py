@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from nas.errors import NasError
+from nas.ownership import write_marker
 from tests.conftest import assert_refused
 
 # --- CSV tables (nas grow --dataset csv) -----------------------------------------------------
@@ -166,7 +167,7 @@ def _tune_folder(tmp_path: Path, params: dict | None = None, **tune) -> None:
     settings = {"command": "train", "sampler": "random", "trials": 2, **tune}
     settings["params"] = params or {"train.lr": LR}
     (tmp_path / "tune.yaml").write_text(yaml.safe_dump({**TUNE_BASE, "tune": settings}))
-    (tmp_path / "study").mkdir()
+    write_marker(tmp_path / "study", "tune")  # a study folder nasforge made, with the user's notes
     (tmp_path / "study" / "notes.txt").write_text("the user's own notes")
 
 
@@ -233,6 +234,26 @@ def test_bad_tune_settings_are_refused(tmp_path, flags, params, settings, contai
     pytest.importorskip("optuna")
     _tune_folder(tmp_path, params, **settings)
     assert_refused(*TUNE, *flags, cwd=tmp_path, contains=contains)
+
+
+STUDY_FOLDER_CASES = {
+    "user_folder": ("mine", "nasforge did not create it"),
+    "a_file": ("mine/notes.txt", "is a file"),
+    "empty_name": (" ", "--out is empty"),
+    "a_search_run": ("search-run", "not a nas tune run"),
+}
+
+
+@pytest.mark.parametrize("out,contains", STUDY_FOLDER_CASES.values(), ids=STUDY_FOLDER_CASES.keys())
+def test_tune_writes_only_into_its_own_study_folder(tmp_path, out: str, contains: str) -> None:
+    pytest.importorskip("optuna")
+    _tune_folder(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    (tmp_path / "mine" / "best.yaml").write_text("my own best settings")
+    write_marker(tmp_path / "search-run", "search")
+    argv = ["tune", "--config", "tune.yaml", "--out", out]
+    assert_refused(*argv, cwd=tmp_path, contains=contains)
 
 
 # --- ensemble.json and checkpoints/ensemble.pt (nas.load_ensemble) ---------------------------

@@ -260,6 +260,18 @@ def test_export_refuses_bad_input_and_keeps_every_file(trained, tmp_path, case: 
     assert not [p for p in tmp_path.rglob(".*")]  # no staging folder either
 
 
+@pytest.mark.parametrize("out", [".", ".."])
+def test_export_into_the_current_folder_is_refused(trained, tmp_path, out: str) -> None:
+    import shutil
+
+    shutil.copytree(trained / "checkpoints", tmp_path / "run" / "checkpoints")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = str(tmp_path / "run")
+    argv = ["export", run, "--format", "torchscript", "--out", out]
+    assert_refused(*argv, cwd=empty, contains="current folder")
+
+
 # --- launcher flags -----------------------------------------------------------------------------
 
 SEARCH = ["search", "--space", "tiny", *TINY, "--epochs", "1"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from nas.config import load_yaml, parse_assignment
 from nas.errors import NasError
+from nas.ownership import check_study_folder, write_marker
 from nas.tune.commands import TunableCommand, get_command
 from nas.tune.config import TuneConfig, parse_tune_section, set_tune_value
 from nas.tune.study import check_grid, check_storage, grid_points
@@ -86,6 +87,7 @@ def plan(args: argparse.Namespace) -> _Plan:
     config = trial_config(command, base, overrides, {})  # the config must be valid untuned
     study_name = args.study or tune.study or Path(args.config).stem
     out = Path(args.out or f"runs/tune-{study_name}")
+    check_study_folder(out)
     max_epochs = None if "run.epochs" in tune.params else config.run.epochs
     return _Plan(command, tune, base, overrides, metric, direction, study_name, out,
                  config.run.device, max_epochs)  # fmt: skip
@@ -108,7 +110,7 @@ def _open(setup: _Plan, args: argparse.Namespace) -> Any:
 
     from nas.tune import study as studies
 
-    setup.out.mkdir(parents=True, exist_ok=True)
+    write_marker(setup.out, "tune")
     _check_tune_yaml(setup)
     storage, where = studies.make_storage(args.storage, setup.out)
     tune = setup.tune

@@ -94,6 +94,7 @@ def run_trial(
     Raises TrialPruned when the pruner stops it, and whatever the run raises.
     """
     from nas.logging import RunLogger
+    from nas.ownership import write_marker
     from nas.rundir import write_config
     from nas.runtime import Engine
     from nas.runtime.checkpoint import seed_everything
@@ -101,7 +102,7 @@ def run_trial(
     config.run.out = str(run_dir)
     seed_everything(config.run.seed)
     if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(run_dir, tune.command)  # a run of that command, as `nas COMMAND` makes
         write_config(config, run_dir, runtime.world_size)
     task = command.build(config, runtime, run_dir, tune)
     logger = RunLogger(run_dir, enabled=runtime.is_main)
