@@ -24,14 +24,20 @@ RESUMABLE_CHANGES = {"run.device", "run.out"}
 
 
 def resolve_config(
-    args: argparse.Namespace, config_class: type, flags: dict[str, str], base: Any = None
+    args: argparse.Namespace,
+    config_class: type,
+    flags: dict[str, str],
+    base: Any = None,
+    base_file: str = "saved config",
 ) -> Any:
-    """Defaults < saved config (resume) < --config file < flags < --set. Raises NasError."""
+    """Defaults < saved config `base` (resume; read from `base_file`) < --config file < flags <
+    --set. Raises NasError.
+    """
     from nas.config import apply_dict, load_yaml, parse_assignment, validate
 
     config = config_class()
     if base is not None:
-        apply_dict(config, base, "saved config")
+        apply_dict(config, base, base_file)
     if args.config:
         apply_dict(config, load_yaml(args.config), args.config)
     for flag, key in flags.items():
@@ -90,7 +96,9 @@ def prepare_run_dir(
         raise NasError(
             f"{shown_path(run_dir)}/config.yaml is not a run's saved config; start a new run"
         )
-    config = resolve_config(args, config_class, flags, base=saved)
+    config = resolve_config(
+        args, config_class, flags, base=saved, base_file=f"{shown_path(run_dir)}/config.yaml"
+    )
     changed = [k for k in _changed_keys(saved, config.to_dict()) if k not in RESUMABLE_CHANGES]
     if changed:
         raise NasError(
@@ -154,7 +162,13 @@ def check_world_size(run_dir: Path, world_size: int) -> None:
     """
     from nas.config import load_yaml
 
-    saved = (load_yaml(run_dir / "config.yaml") or {}).get("meta", {}).get("world_size", 1)
+    meta = load_yaml(run_dir / "config.yaml").get("meta", {})
+    saved = meta.get("world_size", 1) if isinstance(meta, dict) else None
+    if type(saved) is not int or saved < 1:
+        raise NasError(
+            f"{shown_path(run_dir)}/config.yaml: meta.world_size is not a number of processes; "
+            "restore the file as nasforge wrote it or start a new run"
+        )
     if saved != world_size:
         how = f"--nproc-per-node {saved}" if saved > 1 else "one process"
         raise NasError(

@@ -311,6 +311,12 @@ def _damage(run: Path, runs: Path, name: str, marker: Path) -> None:
         (run / "config.yaml").write_bytes((run / "config.yaml").read_bytes() + b"# \xff\n")
     elif name == "config-section-not-mapping":
         (run / "config.yaml").write_text("data: 5\n")
+    elif name == "config-bad-value":
+        text = (run / "config.yaml").read_text().replace("epochs: 1\n", "epochs: many\n", 1)
+        (run / "config.yaml").write_text(text)
+    elif name == "config-bad-world-size":
+        text = (run / "config.yaml").read_text().replace("world_size: 1", "world_size: two", 1)
+        (run / "config.yaml").write_text(text)
     elif name == "metrics-bad-epoch":
         rows = (run / "metrics.jsonl").read_text()
         (run / "metrics.jsonl").write_text('{"epoch": "one"}\n' + rows)
@@ -347,6 +353,8 @@ RESUME_DAMAGE = {
     "config-list": "config.yaml",
     "config-not-utf8": "config.yaml",
     "config-section-not-mapping": "config.yaml",
+    "config-bad-value": "config.yaml",
+    "config-bad-world-size": "config.yaml",
     "metrics-bad-epoch": "metrics.jsonl line 1",
     "metrics-not-utf8": "metrics.jsonl line 1",
     "metrics-deep-row": "metrics.jsonl line 1",
