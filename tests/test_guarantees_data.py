@@ -393,9 +393,9 @@ SPLIT_CASES = {
 
 @pytest.mark.parametrize("argv,contains", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
 def test_settings_that_leave_a_split_empty_are_refused(tmp_path, argv, contains: str) -> None:
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "notes.txt").write_text("kept")
+    (tmp_path / "notes.txt").write_text("kept")
     assert_refused(*argv, cwd=tmp_path, contains=contains)
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
 
 
 SUMMARY = ["train", "--summary", "--genotype", "DARTS_V2", "--network", "imagenet"]

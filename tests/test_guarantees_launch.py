@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from nas.cli import main
+from nas.ownership import write_marker
 from tests.conftest import assert_refused, file_states
 
 TINY = [
@@ -315,7 +316,8 @@ def test_bad_launcher_flags_are_refused(tmp_path, case: str) -> None:
 
 
 def _fake_run(run: Path) -> None:
-    """A run directory with a checkpoint, as far as the run-directory checks look."""
+    """A search run directory with a checkpoint, as far as the run-directory checks look."""
+    write_marker(run, "search")
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"a checkpoint")
 
@@ -325,7 +327,7 @@ TWO = ["--nproc-per-node", "2"]
 LAUNCH_CASES = {
     "bad-set-value": ([*SEARCH, *TWO, "--set", "model.layers=many"], None, "model.layers"),
     "unknown-key": ([*SEARCH, *TWO, "--set", "model.colour=red"], None, "model.colour"),
-    "resume-without-checkpoint": ([*SEARCH, *TWO, "--resume"], "empty", "holds no checkpoint"),
+    "resume-without-checkpoint": ([*SEARCH, *TWO, "--resume"], "marked", "nothing to resume"),
     "existing-run-without-resume": ([*SEARCH, *TWO], "fake-run", "already holds a run"),
     "train-bad-genotype": (["train", *TINY, *TWO, "--genotype", "NO_SUCH"], None, "NO_SUCH"),
     "train-without-genotype": (["train", *TINY, *TWO], None, "needs --genotype"),
@@ -337,8 +339,8 @@ LAUNCH_CASES = {
 def _launch_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
     """The arguments and expected error of LAUNCH_CASES[case], its folders set up in tmp_path."""
     argv, setup, message = LAUNCH_CASES[case]
-    if setup == "empty":
-        (tmp_path / "run").mkdir()
+    if setup == "marked":  # a search run that stopped before its first checkpoint
+        write_marker(tmp_path / "run", "search")
     elif setup == "fake-run":
         _fake_run(tmp_path / "run")
     return argv + ([] if argv[0] == "tune" else ["--out", "run"]), message
