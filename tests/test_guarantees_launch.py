@@ -358,9 +358,13 @@ def test_a_launch_refusal_comes_before_the_launcher_starts(tmp_path, monkeypatch
     assert_refused(*argv, cwd=tmp_path, contains=message)
 
 
+# End to end through a real launcher, one case per kind of check (config, run directory, tune);
+# the in-process test above covers every case.
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("case", list(LAUNCH_CASES))
+@pytest.mark.parametrize(
+    "case", ["bad-set-value", "resume-without-checkpoint", "tune-without-config"]
+)
 def test_a_launch_refuses_with_one_line(tmp_path, case: str) -> None:
     argv, message = _launch_case(tmp_path, case)
     assert_refused(*argv, cwd=tmp_path, subprocess_run=True, contains=message)
