@@ -149,26 +149,9 @@ class Genotype:
     def load(cls, path: str | Path) -> Genotype:
         """Read and validate a genotype JSON file. Raises NasError for a missing, unreadable or
         bad file."""
-        where = shorten(str(path))
-        try:
-            raw = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise NasError(f"genotype file {where} does not exist") from None
-        except OSError as err:  # a directory, no permission, a name too long
-            raise NasError(f"genotype file {where} cannot be read ({err.strerror})") from None
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise NasError(
-                f"genotype file {where} is not UTF-8 text (byte {raw[err.start]:#04x} at offset "
-                f"{err.start}); a genotype file is JSON written by nas search"
-            ) from None
-        except json.JSONDecodeError as err:
-            raise NasError(f"genotype file {where}: not valid JSON ({err})") from None
-        except RecursionError:
-            raise NasError(f"genotype file {where}: JSON nested too deeply to read") from None
-        except ValueError:  # an integer beyond Python's 4300-digit conversion limit
-            raise NasError(f"genotype file {where}: a number has more than 4300 digits") from None
+        from nas.io import read_json
+
+        data = read_json(Path(path), f"genotype file {shorten(str(path))}")
         return cls.from_dict(data, where=str(path)[:200])
 
     def to_notation(self) -> str:

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: a killed process leaves either the old file or the new one."""
+"""Crash-safe file writes (a killed process leaves either the old file or the new one), and
+reading a user's JSON file with one-line errors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 # atomic_write's temp files: `.NAME.RANDOM.tmp` next to NAME.
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
@@ -53,3 +54,32 @@ def remove_temp_files(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def read_json(path: Path, label: str) -> Any:
+    """The JSON value in the file at `path`, named `label` in errors. Raises NasError for a
+    missing or unreadable file, one that is not UTF-8, not JSON, nested too deeply, or holds a
+    number too long to convert.
+    """
+    import json
+
+    from nas.errors import NasError
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NasError(f"{label} does not exist") from None
+    except OSError as err:  # a directory, no permission, a name too long
+        raise NasError(f"{label} cannot be read ({err.strerror})") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise NasError(
+            f"{label} is not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise NasError(f"{label}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise NasError(f"{label}: JSON nested too deeply to read") from None
+    except ValueError:  # an integer beyond Python's 4300-digit conversion limit
+        raise NasError(f"{label}: a number has more than 4300 digits") from None

@@ -11,7 +11,6 @@ weight w_j is a scalar, or a vector with one weight per class ("vector" mixture)
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch import nn
 
 from nas.adanet.generators import GENERATORS, DataShape, Subnetwork, SubnetworkGenerator
 from nas.errors import NasError, shorten
+from nas.io import read_json
 
 FORMAT = "nasforge.ensemble"
 VERSION = 1
@@ -234,7 +234,7 @@ def load_ensemble(run_dir: str | Path) -> tuple[Ensemble, dict]:
     path = run_dir / "ensemble.json"
     if not path.is_file():
         raise NasError(f"{path} does not exist; is {run_dir} a nas grow run directory?")
-    data = validate_ensemble(read_json(path), str(path))
+    data = validate_ensemble(read_json(path, str(path)), str(path))
     weights = run_dir / "checkpoints" / "ensemble.pt"
     try:
         payload = load_checkpoint(weights, restore_rng=False)
@@ -254,20 +254,3 @@ def load_ensemble(run_dir: str | Path) -> tuple[Ensemble, dict]:
         message = (str(err).splitlines() or [type(err).__name__])[0][:200]
         raise NasError(f"{weights}: weights do not fit {path} ({message})") from None
     return ensemble.eval(), data
-
-
-def read_json(path: Path) -> Any:
-    """The JSON value in the file at `path`. Raises NasError for a file that is not UTF-8 JSON."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-        return json.loads(text)
-    except UnicodeDecodeError as err:
-        raise NasError(
-            f"{path}: not UTF-8 text (byte {err.start}); is it an ensemble.json?"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise NasError(f"{path}: not valid JSON ({err})") from None
-    except RecursionError:
-        raise NasError(f"{path}: JSON nested too deeply to be an ensemble.json") from None
-    except OSError as err:
-        raise NasError(f"{path}: cannot be read ({err.strerror})") from None
