@@ -366,6 +366,18 @@ def test_no_trial_starts_after_the_timeout(tmp_path, capsys) -> None:
     assert _study(out).trials == [] and "no trial completed yet" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for CPU devices")
+def test_the_study_runs_with_the_configs_sync_batchnorm(tmp_path, capsys) -> None:
+    config = _config(tmp_path, {"train.lr": LR})
+    data = yaml.safe_load(config.read_text())
+    # a setting of the runtime, which the study starts: on auto (the CPU here) it is refused
+    data["run"].update(sync_batchnorm=True, device="auto")
+    config.write_text(yaml.safe_dump(data))
+    assert main(["tune", "--config", str(config), "--out", str(tmp_path / "s")]) == 2
+    assert "run.sync_batchnorm needs CUDA devices" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_import_nas_and_the_cli_do_not_import_optuna() -> None:
     code = "import sys, nas, nas.cli, nas.tune; print('optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
