@@ -1,6 +1,7 @@
 """Optional dependencies: one helper, one message naming the extra to install."""
 
 import sys
+import warnings
 
 import pytest
 
@@ -55,3 +56,17 @@ def test_drawing_without_matplotlib_is_one_line(monkeypatch, tmp_path, capsys) -
         "pip install 'nasforge[plot]'"
     ]
     assert not (tmp_path / "cells.png").exists()
+
+
+def test_tensorboard_picture_without_matplotlib_is_one_warning(monkeypatch) -> None:
+    from nas import drawing
+    from nas.published import load_genotype
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(drawing, "_warned", False)
+    genotype = load_genotype("DARTS_V2")
+    with pytest.warns(UserWarning, match=r"needs matplotlib: install the plot extra.*text only"):
+        assert drawing.genotype_picture(genotype) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per process, not once per epoch
+        assert drawing.genotype_picture(genotype) is None
