@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = runner.start_run(config, run_dir, args)
     task = SearchTask(config, runtime)
     banner = (
-        f"nas search: {config.strategy.name} (order {config.strategy.order}) on "
+        f"nas search: {config.strategy.name} on "
         f"{config.data.name}, space {config.model.space}, {config.model.layers} cells, "
         f"C={config.model.channels}"
     )
