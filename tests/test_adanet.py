@@ -17,7 +17,7 @@ from nas.adanet.ensemble import mix, penalty, validate_ensemble
 from nas.adanet.schedule import assign, num_shares, plan_round
 from nas.cli import main
 from nas.config import DataConfig, validate
-from nas.data import load_dataset
+from nas.data import CsvOptions, load_dataset
 from nas.errors import NasError
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import FAULT_ENV
@@ -238,14 +238,16 @@ def test_config_rejects_options_that_would_do_nothing() -> None:
         validate(config)
     config = GrowConfig()
     config.set("data.target", "label")
-    with pytest.raises(NasError, match="apply to --dataset csv only"):
+    with pytest.raises(
+        NasError, match="data.target does nothing here: it is an option of dataset 'csv'"
+    ):
         validate(config)
 
 
 def _csv(tmp_path, text: str) -> DataConfig:
     path = tmp_path / "table.csv"
     path.write_text(text)
-    return DataConfig(name="csv", data_file=str(path), target="label")
+    return DataConfig(name="csv", options=CsvOptions(data_file=str(path), target="label"))
 
 
 def test_csv_dataset_reads_numeric_features_and_named_classes(tmp_path) -> None:
@@ -328,7 +330,7 @@ def test_grow_user_errors_are_one_line(tmp_path, capsys) -> None:
     assert main(["grow", "--dataset", "csv", "--out", str(tmp_path / "a")]) == 2
     assert "--dataset csv needs --data-file FILE and --target COLUMN" in capsys.readouterr().err
     assert main(["grow", "--target", "y", "--out", str(tmp_path / "b")]) == 2
-    assert "apply to --dataset csv only" in capsys.readouterr().err
+    assert "data.target does nothing here" in capsys.readouterr().err
     assert main(["grow", "--generator", "gbm", "--out", str(tmp_path / "c")]) == 2
     assert "unknown subnetwork generator 'gbm'; choose one of: cnn, mlp" in capsys.readouterr().err
 

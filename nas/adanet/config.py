@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from nas.config import DataConfig, RunConfig, _Sections
+from nas.config import DATASET, DataConfig, RunConfig, _Sections
 from nas.errors import NasError
+from nas.options import PluginSection
 
 SCHEDULES = ("sync", "async")
 MIXTURES = ("scalar", "vector")
@@ -60,6 +62,13 @@ class GrowConfig(_Sections):
     data: DataConfig = field(default_factory=lambda: DataConfig(train_portion=0.8))
     adanet: AdaNetConfig = field(default_factory=AdaNetConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=20))
+
+    plugin_sections: ClassVar[dict[str, PluginSection]] = {"data": DATASET}
+    # Candidates and mixture weights train on the samples as they are (many are tabular).
+    unread: ClassVar[dict[str, str]] = {
+        key: "nas grow trains its candidates without augmentation"
+        for key in ("data.augment", "data.cutout")
+    }
 
     def checks(self) -> list[tuple[bool, str]]:
         """Range and compatibility checks of the adanet section. Raises NasError for an unknown
