@@ -124,6 +124,8 @@ NO_EFFECT_CASES = {
         "train --genotype DARTS_V2 --set data.train_portion=0.7",
         "data.train_portion",
     ),
+    "mlp_option_with_cnn": ("grow --generator cnn --set adanet.widths=[8]", "adanet.widths"),
+    "cnn_option_with_mlp": ("grow --set adanet.cnn_channels=4", "adanet.cnn_channels"),
     "augment_in_grow": ("grow --set data.augment=true", "data.augment"),
     "cutout_in_grow": ("grow --set data.cutout=4", "data.cutout"),
 }
