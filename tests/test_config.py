@@ -42,6 +42,8 @@ def test_unknown_keys_suggest_the_closest() -> None:
         NasError, match="unknown config key 'strategy.weight_rl'; did you mean 'strategy.weight_lr'"
     ):
         Config().set("strategy.weight_rl", 1.0)
+    with pytest.raises(NasError, match="did you mean 'strategy.temperature'"):
+        Config().set("strategy.temperatur", 1.0)  # a strategy's option, misspelt
     with pytest.raises(NasError, match="unknown config key 'nothing'"):
         Config().set("nothing", 1)
     with pytest.raises(NasError, match="--set expects key=value"):
