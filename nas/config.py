@@ -3,7 +3,9 @@
 `Config` configures `nas search`; its defaults are the DARTS paper's CIFAR-10 search settings (Liu
 et al. 2019, Sec. 3.1.1 and App. A.1). `TrainConfig` configures `nas train`; its defaults are the
 paper's CIFAR-10 final training (Sec. 3.3 and App. A.2). Every field can be overridden by dotted
-key, for example `strategy.weight_lr=0.05` or `train.lr=0.05`.
+key, for example `strategy.weight_lr=0.05` or `train.lr=0.05`. The settings of one strategy,
+dataset or AdaNet generator are declared beside it (nas/options.py) and set the same way
+(`strategy.temperature=0.5`); they reach the plugin as `section.options`.
 """
 
 from __future__ import annotations
