@@ -139,7 +139,7 @@ def test_print_config_refusals(tmp_path, capsys) -> None:
         (["--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["--set", "strategy.weight_rl=0.1"], "did you mean 'strategy.weight_lr'"),
         (["--set", "model.layers=three"], "expected int, got 'three'"),
-        (["--data-dir", "/tmp"], "--data-dir applies to cifar10 only"),
+        (["--data-dir", "/tmp"], "data.data_dir does nothing here"),
         (["--set", "data.train_portion=1.5"], "data.train_portion must be between 0 and 1"),
         (["--layers", "2"], "use at least 3 layers"),
         (["--batch-size", "1000"], "lower --batch-size"),
