@@ -89,7 +89,8 @@ def test_an_op_without_a_grouped_form_runs_per_edge(monkeypatch) -> None:
 @pytest.mark.parametrize("prune", [False, True])
 def test_fast_path_matches_reference_with_partial_channels(prune: bool) -> None:
     reference = _network(prune=prune, partial_channels=2)
-    assert reference.cells[0].edges[0].ops["sep_conv_3x3"][0][1].weight.shape[0] == 2  # C/K
+    depthwise = reference.cells[0].edges[0].ops["sep_conv_3x3"].first.depthwise
+    assert depthwise.weight.shape[0] == 2  # C/K
     _assert_same(reference, copy.deepcopy(reference).use_fast_path())
 
 
