@@ -118,19 +118,17 @@ def _edges_from(
         else:
             grouped.append((form, members))
     relu_cl = relu = None  # ReLU(x) in channels-last and in NCHW, made once if an op needs it
-    if embedded["separable"] or embedded["dilated"]:
+    if any(embedded.values()) or any(form in embedded for form, _ in grouped):
         x_cl = _channels_last(x) if x_cl is None else x_cl
-        relu_cl = F.relu(x_cl)
+        relu_cl = F.relu(x_cl)  # both forms start with a ReLU
+    if any(embedded.values()):
         terms.extend(_embedded_pass(relu_cl, embedded["separable"], embedded["dilated"]))
     for form, members in grouped:
         ops = [op for _, _, op in members]
         if form == "skip":  # stride 2: 1x1 convs, as fast in NCHW, no copies
             relu = F.relu(x) if relu is None else relu
             terms.append((members, _factorized_reduce_grouped(relu, ops)))
-        elif form in ("dilated", "separable"):
-            if relu_cl is None:
-                x_cl = _channels_last(x) if x_cl is None else x_cl
-                relu_cl = F.relu(x_cl)
+        elif form in embedded:
             terms.append((members, _grouped(relu_cl, ops, separable=form == "separable")))
         else:  # an op without a grouped form: one call per edge, as the reference path
             terms.append((members, torch.stack([op(x) for op in ops], dim=1)))
