@@ -60,10 +60,9 @@ def _search(
     if not batchnorm:
         _without_batchnorm(net)
     runtime = Runtime(rank=rank, world_size=world, device=torch.device("cpu"))
-    options = StrategyConfig(name=name)
-    if order is not None:
-        options.order = order
-    strategy = STRATEGIES.get(name)(net, options, 2, 3, runtime)
+    settings = {} if order is None else {"order": order}
+    config = StrategyConfig(name=name, options=STRATEGIES.options(name)(**settings))
+    strategy = STRATEGIES.get(name)(net, config, 2, 3, runtime)
     # DDP broadcast rank 0's weights at wrap time; rank 0 seeded 0 like the 1-process run.
     for train, val in _batches(steps, 8):
         share = [(x[rank::world], y[rank::world]) for x, y in (train, val)]

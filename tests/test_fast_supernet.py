@@ -14,7 +14,7 @@ from nas.errors import NasError
 from nas.ops import OPS, OpDef, ReLUConvBN
 from nas.runtime.dist import Runtime
 from nas.spaces import NUM_INPUT_NODES, SPACES, CellSpace, get_space
-from nas.strategies.darts import unrolled_alpha_grads
+from nas.strategies.darts import DartsOptions, unrolled_alpha_grads
 from nas.supernet import SearchNetwork
 from nas.supernet.partial import merge_partial
 
@@ -215,12 +215,13 @@ def test_bad_partial_channels_are_clear_errors(channels: int, partial: int, mess
 
 
 def test_search_strategy_step_runs_on_partial_channels() -> None:
-    from nas.runtime.dist import Runtime
     from nas.strategies import STRATEGIES
 
     network = _network("tiny", partial_channels=2, checkpoint_cells=True).use_fast_path()
     runtime = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
-    strategy = STRATEGIES.get("darts")(network, StrategyConfig(order=2), 1, 1, runtime)
+    strategy = STRATEGIES.get("darts")(
+        network, StrategyConfig(options=DartsOptions(order=2)), 1, 1, runtime
+    )
     before = [p.detach().clone() for p in network.arch_parameters()]
     batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,)))
     strategy.step(batch, batch)
