@@ -37,30 +37,61 @@ def _member(generator, architecture, reads=()):
     return generator.build(architecture, list(reads))
 
 
-@pytest.mark.parametrize("name", GENERATORS.names())
-def test_every_generator_proposes_valid_buildable_candidates(name: str) -> None:
+def _built(generator, architecture: dict, members: list) -> torch.nn.Module:
+    """`architecture` validated and built to read the hidden layers of `members` it names."""
+    assert generator.validate(architecture, "proposal", len(members)) == architecture
+    reads = architecture["reads"]
+    module = generator.build(architecture, [members[i].hidden_size for i in reads])
+    assert generator.complexity(architecture) == math.sqrt(architecture["depth"])
+    assert generator.cost(architecture, [members[i].hidden_size for i in reads]) > 0
+    return module
+
+
+def _small_config(name: str) -> AdaNetConfig:
+    """Generator `name` with its default options, CNN cells narrowed to keep the tests fast."""
     options = GENERATORS.options(name)()
     if hasattr(options, "cnn_channels"):
-        options.cnn_channels = 2  # narrow cells keep the test fast
-    config = AdaNetConfig(generator=name, options=options)  # default depth: the smallest one
+        options.cnn_channels = 2
+    return AdaNetConfig(generator=name, options=options)
+
+
+@pytest.mark.parametrize("name", GENERATORS.names())
+def test_every_generator_proposes_distinct_candidates_that_build_and_train(name: str) -> None:
+    """Conformance of a generator (the SubnetworkGenerator contract): at least one candidate, no
+    repeats, each valid, buildable with the hidden layers it reads, and trainable."""
+    config = _small_config(name)  # default depth: the smallest one
     generator = GENERATORS.get(name)(config, SHAPE)
-    proposals = generator.propose([], [])
-    assert len(proposals) >= 1
-    depths = set()
-    for architecture in proposals:
-        assert generator.validate(architecture, "proposal", 0) == architecture
-        module = generator.build(architecture, [])
-        logits, hidden = module(torch.randn(4, 1, 8, 8), [])
-        assert logits.shape == (4, 3) and hidden.shape == (4, module.hidden_size)
-        assert generator.complexity(architecture) == math.sqrt(architecture["depth"])
-        assert generator.cost(architecture, []) > 0
-        depths.add(architecture["depth"])
-    assert len(depths) == 2  # "the same depth" and "one more"
-    assert min(depths) == {"mlp": 1, "cnn": 3}.get(name, min(depths))
-    deeper = generator.propose([max(proposals, key=lambda a: a["depth"])], [])
-    assert {a["depth"] for a in deeper} == {max(depths), max(depths) + 1}
-    with pytest.raises(NasError, match="proposal.depth"):
-        generator.validate({**proposals[0], "depth": 0}, "proposal", 0)
+    images, labels = torch.randn(4, 1, 8, 8), torch.randint(0, 3, (4,))
+    members: list = []  # (architecture, module) of each member
+    for _ in range(2):  # the first iteration, then one with a member to build on
+        proposals = generator.propose([architecture for architecture, _ in members], [])
+        assert len(proposals) >= 1
+        assert len({json.dumps(a, sort_keys=True) for a in proposals}) == len(proposals)
+        for architecture in proposals:
+            module = _built(generator, architecture, [m for _, m in members])
+            extra = [members[i][1](images, [])[1].detach() for i in architecture["reads"]]
+            optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+            logits, hidden = module(images, extra)
+            assert logits.shape == (4, 3) and hidden.shape == (4, module.hidden_size)
+            torch.nn.functional.cross_entropy(logits, labels).backward()
+            for parameter in module.parameters():
+                assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+            before = [p.detach().clone() for p in module.parameters()]
+            optimizer.step()
+            assert all(not torch.equal(b, p) for b, p in zip(before, module.parameters()))
+        with pytest.raises(NasError, match="proposal.depth"):
+            generator.validate({**proposals[0], "depth": 0}, "proposal", len(members))
+        members = [(proposals[0], _built(generator, proposals[0], []))]
+
+
+@pytest.mark.parametrize(("name", "first_depth"), [("mlp", 1), ("cnn", 3)])
+def test_built_in_generators_propose_the_newest_depth_and_one_more(
+    name: str, first_depth: int
+) -> None:
+    generator = GENERATORS.get(name)(_small_config(name), SHAPE)
+    assert {a["depth"] for a in generator.propose([], [])} == {first_depth, first_depth + 1}
+    deeper = generator.propose([{"depth": first_depth + 1}], [])
+    assert {a["depth"] for a in deeper} == {first_depth + 1, first_depth + 2}
 
 
 def test_objective_is_cross_entropy_plus_complexity_penalty() -> None:

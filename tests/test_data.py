@@ -74,6 +74,46 @@ def test_cifar10_reads_python_batches(tmp_path) -> None:
     assert data.test.tensors[0].shape == (10, 3, 32, 32)
 
 
+def _write_csv(path) -> None:
+    rows = [f"{i % 7},{(i * 3) % 5 - 2.5},{'yes' if i % 3 else 'no'}" for i in range(20)]
+    path.write_text("\n".join(["height,width,label", *rows]) + "\n")
+
+
+def _config(name: str, folder) -> DataConfig:
+    """A small config for dataset `name`; the builders that read the user's files get tiny ones
+    written in `folder`. Every other builder must run offline with its defaults."""
+    if name == "cifar10":
+        _write_fake_cifar(folder / "cifar-10-batches-py")
+        return DataConfig(name=name, data_dir=str(folder))
+    if name == "csv":
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_csv(folder / "table.csv")
+        return DataConfig(name=name, data_file=str(folder / "table.csv"), target="label")
+    if name == "synthetic":
+        return DataConfig(name=name, synthetic_samples=40, synthetic_image_size=8)
+    return DataConfig(name=name)
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_dataset_gives_labelled_float_images_with_a_fixed_split(name: str, tmp_path) -> None:
+    """Conformance of a dataset builder: shapes and dtypes as ImageData says, labels in range,
+    normalisation recorded, and the same split every time."""
+    data = load_dataset(_config(name, tmp_path))
+    shape = (data.in_channels, data.image_size, data.image_size)
+    assert data.num_classes >= 2
+    assert len(data.mean) == len(data.std) == data.in_channels and min(data.std) > 0
+    for part in (data.train, data.test):
+        images, labels = part.tensors
+        assert images.dtype == torch.float32 and tuple(images.shape[1:]) == shape
+        assert labels.dtype == torch.long and labels.shape == (len(images),) and len(images) >= 2
+        assert torch.isfinite(images).all()
+        assert int(labels.min()) >= 0 and int(labels.max()) < data.num_classes
+    assert len(data.train.tensors[1].unique()) >= 2
+    again = load_dataset(_config(name, tmp_path / "again"))
+    for part, same in ((data.train, again.train), (data.test, again.test)):
+        assert all(torch.equal(a, b) for a, b in zip(part.tensors, same.tensors))
+
+
 def test_cifar10_errors_say_how_to_provide_it(tmp_path) -> None:
     with pytest.raises(NasError, match="cifar10 needs --data-dir"):
         load_dataset(DataConfig(name="cifar10"))

@@ -50,14 +50,18 @@ def _batches(steps: int, size: int) -> list:
     ]  # fmt: skip
 
 
-def _search(rank: int, world: int, name: str, order: int, batchnorm: bool, steps: int) -> dict:
-    """Run `steps` steps of strategy `name` on this rank's share of fixed global batches."""
+def _search(
+    rank: int, world: int, name: str, order: int | None, batchnorm: bool, steps: int
+) -> dict:
+    """Run `steps` steps of strategy `name` (of `order`, None: its default options) on this
+    rank's share of fixed global batches."""
     torch.manual_seed(rank)  # different on each rank: the broadcast at start must fix it
     net = tiny_network()
     if not batchnorm:
         _without_batchnorm(net)
     runtime = Runtime(rank=rank, world_size=world, device=torch.device("cpu"))
-    config = StrategyConfig(name=name, options=STRATEGIES.options(name)(order=order))
+    settings = {} if order is None else {"order": order}
+    config = StrategyConfig(name=name, options=STRATEGIES.options(name)(**settings))
     strategy = STRATEGIES.get(name)(net, config, 2, 3, runtime)
     # DDP broadcast rank 0's weights at wrap time; rank 0 seeded 0 like the 1-process run.
     for train, val in _batches(steps, 8):
@@ -81,14 +85,21 @@ def _two_processes(tmp_path, *args) -> list[dict]:
     return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
 
 
-@pytest.mark.parametrize(
-    "name,order", [("darts", 1), ("darts", 2), ("asap", 1), ("asap", 2)]
-)  # fmt: skip
-def test_ranks_hold_bit_identical_alphas_and_weights(tmp_path, name: str, order: int) -> None:
+# Every registered strategy with its default options, and the second-order steps.
+DDP_CASES = [(name, None) for name in STRATEGIES.names()] + [("darts", 2), ("asap", 2)]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize(("name", "order"), DDP_CASES)
+def test_ranks_hold_bit_identical_alphas_and_weights(tmp_path, name: str, order) -> None:
     rank0, rank1 = _two_processes(tmp_path, name, order, True, 5)
     assert rank0.keys() == rank1.keys()
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
+    torch.manual_seed(0)  # rank 0's initial network, which the DDP wrap broadcast
+    initial = tiny_network().state_dict()
+    changed = [key for key in initial if key in rank0 and not torch.equal(initial[key], rank0[key])]
+    assert changed, "nothing trained"
     if name == "asap":  # pruning happened, identically on both ranks
         assert (rank0["pruned_normal"] >= 0).any()
 

@@ -3,15 +3,17 @@ channels and activation checkpointing change memory and speed, never the gradien
 
 import copy
 import re
+from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.config import StrategyConfig
+from nas.config import Config, StrategyConfig
 from nas.errors import NasError
 from nas.ops import OPS, OpDef, ReLUConvBN
-from nas.spaces import CellSpace, get_space
+from nas.runtime.dist import Runtime
+from nas.spaces import NUM_INPUT_NODES, SPACES, CellSpace, get_space
 from nas.strategies.darts import DartsOptions, unrolled_alpha_grads
 from nas.supernet import SearchNetwork
 from nas.supernet.partial import merge_partial
@@ -56,7 +58,7 @@ def _assert_same(reference: SearchNetwork, other: SearchNetwork, train: bool = T
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-5), name
 
 
-@pytest.mark.parametrize("space", ["darts", "tiny"])
+@pytest.mark.parametrize("space", SPACES.names())
 @pytest.mark.parametrize("prune", [False, True])
 @pytest.mark.parametrize("train", [True, False])
 def test_fast_path_matches_reference(space: str, prune: bool, train: bool) -> None:
@@ -69,12 +71,47 @@ def _one_op_space(op: str) -> CellSpace:
     return CellSpace(name=f"only_{op}", ops=ops, num_nodes=2)
 
 
+def _op_calls(network: SearchNetwork, images: torch.Tensor) -> Counter:
+    """How often the op modules of each name ran their own forward in one network forward."""
+    calls: Counter = Counter()
+    handles = [
+        op.register_forward_hook(lambda *_, name=name: calls.update([name]))
+        for cell in network.cells
+        for edge in cell.edges
+        for name, op in edge.ops.items()
+    ]
+    try:
+        with torch.no_grad():
+            network(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def _assert_grouped_forms_ran(reference: SearchNetwork, fast: SearchNetwork) -> None:
+    """On the fast path an op runs as the grouped form it declares, not as its own module: a
+    "shared" op once per source state, one without a form once per edge, any other never.
+    """
+    images = torch.randn(2, 3, 8, 8)
+    per_edge, grouped = _op_calls(reference, images), _op_calls(fast, images)
+    space = fast.space
+    states = len(fast.cells) * (NUM_INPUT_NODES + space.num_nodes - 1)
+    for name in space.ops:
+        form = OPS.get(name).grouped
+        expected = {None: per_edge[name], "shared": states}.get(form, 0)
+        assert grouped[name] == expected, (name, form, grouped[name], per_edge[name])
+
+
 @pytest.mark.parametrize("op", [name for name in OPS.names() if name != "none"])
 def test_fast_path_matches_reference_for_every_op(op: str) -> None:
-    """Conformance: every registered op computes the same on both paths (a new op included)."""
+    """Conformance: every registered op computes the same on both paths (a new op included), and
+    the fast path runs it as the grouped form it declares."""
     torch.manual_seed(0)
     reference = SearchNetwork(_one_op_space(op), 3, 5, channels=4, layers=3)
-    _assert_same(reference, copy.deepcopy(reference).use_fast_path())
+    fast = copy.deepcopy(reference).use_fast_path()
+    _assert_same(reference, fast)
+    _assert_grouped_forms_ran(reference, fast)
 
 
 def test_an_op_without_a_grouped_form_runs_per_edge(monkeypatch) -> None:
@@ -83,13 +120,30 @@ def test_an_op_without_a_grouped_form_runs_per_edge(monkeypatch) -> None:
     )
     torch.manual_seed(0)
     reference = SearchNetwork(_one_op_space("conv_3x3"), 3, 5, channels=4, layers=3)
-    _assert_same(reference, copy.deepcopy(reference).use_fast_path())
+    fast = copy.deepcopy(reference).use_fast_path()
+    _assert_same(reference, fast)
+    _assert_grouped_forms_ran(reference, fast)
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_the_search_task_computes_cells_on_the_selected_path(path: str) -> None:
+    from nas.search import SearchTask
+
+    config = Config()
+    settings = {"model.space": "tiny", "model.layers": 3, "model.channels": 4, "model.path": path}
+    for key, value in settings.items():
+        config.set(key, value)
+    task = SearchTask(config, Runtime(rank=0, world_size=1, device=torch.device("cpu")))
+    calls = _op_calls(task.network, torch.randn(2, 1, 8, 8))
+    # the separable convs run as grouped kernels on the fast path, never as their own modules
+    assert (calls["sep_conv_3x3"] == 0) == (path == "fast")
 
 
 @pytest.mark.parametrize("prune", [False, True])
 def test_fast_path_matches_reference_with_partial_channels(prune: bool) -> None:
     reference = _network(prune=prune, partial_channels=2)
-    assert reference.cells[0].edges[0].ops["sep_conv_3x3"][0][1].weight.shape[0] == 2  # C/K
+    depthwise = reference.cells[0].edges[0].ops["sep_conv_3x3"].first.depthwise
+    assert depthwise.weight.shape[0] == 2  # C/K
     _assert_same(reference, copy.deepcopy(reference).use_fast_path())
 
 
@@ -161,7 +215,6 @@ def test_bad_partial_channels_are_clear_errors(channels: int, partial: int, mess
 
 
 def test_search_strategy_step_runs_on_partial_channels() -> None:
-    from nas.runtime.dist import Runtime
     from nas.strategies import STRATEGIES
 
     network = _network("tiny", partial_channels=2, checkpoint_cells=True).use_fast_path()

@@ -1,10 +1,12 @@
-"""Conformance of every registered op: shapes at both strides, BN affinity, gradients."""
+"""Conformance of every registered op: shapes at both strides, BN affinity, gradients, and the
+grouped form it declares for the fast path."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from nas.ops import OPS, FactorizedReduce, build_op
+from nas.ops import GROUPED_FORMS, OPS, FactorizedReduce, build_op
 
 
 @pytest.mark.parametrize("name", OPS.names())
@@ -36,11 +38,45 @@ def test_parametric_ops_receive_gradients(name: str) -> None:
         assert x.grad.abs().sum() > 0
 
 
-def test_none_is_zero_and_skip_is_identity() -> None:
-    x = torch.randn(2, 4, 6, 6)
-    assert torch.equal(build_op("none", 4, 1, False)(x), torch.zeros_like(x))
-    assert torch.equal(build_op("skip_connect", 4, 1, False)(x), x)
-    assert isinstance(build_op("skip_connect", 4, 2, False), FactorizedReduce)
+def _dilated(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The dilated form, computed from the layers it names."""
+    depthwise = block.depthwise
+    assert depthwise.groups == depthwise.in_channels == depthwise.out_channels
+    assert 2 * depthwise.padding[0] == depthwise.dilation[0] * (depthwise.kernel_size[0] - 1)
+    assert block.pointwise.kernel_size == (1, 1)
+    return block.bn(block.pointwise(depthwise(F.relu(x))))
+
+
+def _grouped_form(form: str, op: nn.Module, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """What the fast path computes for `op` of `form`, from the layers the form names."""
+    if form == "zero":
+        return torch.zeros_like(x[:, :, ::stride, ::stride])
+    if form == "shared":
+        assert next(op.parameters(), None) is None
+        return op(x)  # parameter-free: any edge's module gives every edge's output
+    if form == "skip" and stride == 1:
+        return x
+    if form == "skip":
+        relu = F.relu(x)  # x has an even size: no padding of the shifted half
+        return op.bn(torch.cat([op.conv_even(relu), op.conv_odd(relu[:, :, 1:, 1:])], dim=1))
+    if form == "dilated":
+        return _dilated(op, x)
+    assert form == "separable" and op.second.depthwise.stride == (1, 1)
+    return _dilated(op.second, _dilated(op.first, x))
+
+
+@pytest.mark.parametrize("name", OPS.names())
+@pytest.mark.parametrize("stride", [1, 2])
+def test_an_op_is_the_grouped_form_it_declares(name: str, stride: int) -> None:
+    """The fast path computes an op from the layers its form names (nas/ops.py GROUPED_FORMS),
+    so those layers, in that order, must be what the op's own forward computes."""
+    form = OPS.get(name).grouped
+    if form is None:
+        pytest.skip(f"{name} declares no grouped form: the fast path runs its own forward")
+    assert form in GROUPED_FORMS
+    op = build_op(name, channels=4, stride=stride, affine=True).train()
+    x = torch.randn(3, 4, 8, 8)
+    assert torch.allclose(op(x), _grouped_form(form, op, x, stride), atol=1e-6)
 
 
 def test_separable_conv_is_two_relu_dw_pw_bn_stacks() -> None:

@@ -1,9 +1,13 @@
 """Search spaces: registered data with the shapes the supernet and genotypes rely on."""
 
 import pytest
+import torch
 
 from nas.errors import NasError
-from nas.spaces import SPACES, CellSpace, check_layers, get_space
+from nas.genotype import CELL_KINDS, Genotype
+from nas.models import CifarNetwork
+from nas.spaces import NUM_INPUT_NODES, SPACES, CellSpace, check_layers, get_space
+from nas.supernet import SearchNetwork
 
 
 def test_darts_space_matches_the_paper() -> None:
@@ -19,11 +23,47 @@ def test_darts_space_matches_the_paper() -> None:
     assert space.reduction_layers(20) == [6, 13]
 
 
+def _fewest_layers(space: CellSpace) -> int:
+    for layers in range(1, 100):
+        try:
+            check_layers(space, layers)
+            return layers
+        except NasError:
+            continue
+    raise AssertionError(f"space {space.name!r}: its reduction cells never fit")
+
+
 @pytest.mark.parametrize("name", SPACES.names())
-def test_every_space_indexes_its_edges_densely(name: str) -> None:
+def test_every_space_derives_valid_genotypes_that_build(name: str) -> None:
+    """Conformance (tests/test_fast_supernet.py runs every space on both supernet paths): the
+    supernet's genotype follows the DARTS rule within the space, survives its JSON form, and
+    builds a discrete network."""
     space = get_space(name)
-    rows = [space.edge_index(n, s) for n in range(space.num_nodes) for s in range(n + 2)]
-    assert rows == list(range(space.num_edges))
+    assert space.name == name
+    layers = _fewest_layers(space)
+    network = SearchNetwork(space, 1, 3, channels=4, layers=layers)
+    with torch.no_grad():
+        for alpha in network.alphas():
+            alpha.normal_()
+    genotype = network.genotype()
+    assert genotype.space == name
+    for kind, alpha in zip(CELL_KINDS, network.alphas()):
+        cell = genotype.cell(kind)
+        assert len(cell.nodes) == space.num_nodes and cell.concat == space.concat
+        for node, edges in enumerate(cell.nodes):
+            inputs = [edge.input for edge in edges]
+            assert len(set(inputs)) == len(inputs) == space.edges_per_node
+            assert all(0 <= i < NUM_INPUT_NODES + node for i in inputs)
+            for edge in edges:  # the strongest op other than `none` on the edge
+                row = alpha[space.edge_index(node, edge.input)]
+                strongest = max(
+                    (op for op in space.ops if op != "none"),
+                    key=lambda op: row[space.ops.index(op)],
+                )
+                assert edge.op == strongest
+    assert Genotype.from_dict(genotype.to_dict()) == genotype
+    discrete = CifarNetwork(genotype, 1, 3, channels=4, layers=layers, auxiliary=False)
+    assert discrete(torch.randn(2, 1, 8, 8)).shape == (2, 3)
 
 
 def test_unknown_space_is_a_clear_error() -> None:

@@ -2,26 +2,31 @@
 
 The reference path (`SearchCell.forward`) runs every op of every edge as its own call and weighs
 each output by its own scalar. On 2 CPU cores at search sizes (16x16, C=8) that is thousands of
-tiny calls whose fixed cost dominates. Here the E edges that leave one state are computed together:
+tiny calls whose fixed cost dominates. Here the E edges that leave one state are computed together,
+each op by the grouped form it declares in nas/ops.py (`GROUPED_FORMS`), its layers read by the
+attribute names of that form:
 
-- Parameter-free ops (pooling followed by affine-free BatchNorm, and the stride-1 skip) give the
-  same output on every edge that leaves a state, so each runs once per state.
-- Every depthwise kernel that fits in 5x5 (sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, the last
-  with its holes as zeros) is embedded in a 5x5 kernel, so the first layer of all of them, on all
-  E edges, is one depthwise conv with a channel multiplier; the pointwise convs of all of them are
-  one batched matmul and their affine-free BatchNorms one call (BN normalises each channel on its
-  own, so one call over all channels equals the per-edge calls). The second layers of the
-  separable convs are again one call each. dil_conv_5x5 and the stride-2 skip
-  (FactorizedReduce) run grouped over the E edges the same way. Any other op with parameters (a
-  newly registered one, say) runs once per edge, as on the reference path.
+- "zero" ops add nothing and are left out. "shared" ops (pooling followed by affine-free
+  BatchNorm) and the stride-1 "skip" (the identity) give the same output on every edge that
+  leaves a state, so each runs once per state.
+- Every depthwise kernel of a "separable" or "dilated" op that fits in 5x5 (sep_conv_3x3,
+  sep_conv_5x5, dil_conv_3x3, the last with its holes as zeros) is embedded in a 5x5 kernel, so
+  the first layer of all of them, on all E edges, is one depthwise conv with a channel
+  multiplier; the pointwise convs of all of them are one batched matmul and their affine-free
+  BatchNorms one call (BN normalises each channel on its own, so one call over all channels
+  equals the per-edge calls). The second layers of the separable convs are again one call each.
+  The other ops of these forms (dil_conv_5x5) and the stride-2 "skip" (FactorizedReduce) run
+  grouped over the E edges the same way. An op that declares no form runs once per edge, as on
+  the reference path.
 - The outputs are weighed by their mixing weights in one multiply per group and summed into one
   (N, E, C, H, W) tensor, whose slices feed the nodes.
 - PC-DARTS: every edge leaving a state searches the same first C/K channels, so the above runs
   on that slice, and the bypass and the channel shuffle are one call each for all E edges.
 
 The result equals the reference up to float summation order; tests/test_fast_supernet.py checks
-outputs and gradients in train and eval mode, with and without pruning. docs/performance.md has
-the measurements behind each choice.
+outputs and gradients in train and eval mode, with and without pruning, and that the grouped
+forms run in place of the ops' own forwards. docs/performance.md has the measurements behind
+each choice.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.ops import DilConv, FactorizedReduce, SepConv, Zero
+from nas.ops import OPS
 from nas.spaces import NUM_INPUT_NODES
 from nas.supernet.partial import merge_partial, split_partial
 
@@ -47,16 +52,18 @@ def fast_cell_forward(
     """
     space = cell.space
     partial = cell.edges[0].partial_channels
+    forms = [OPS.get(name).grouped for name in space.ops]
     states = [cell.preprocess0(s0), cell.preprocess1(s1)]
     pending: list[torch.Tensor | None] = [None] * space.num_nodes
     for source in range(NUM_INPUT_NODES + space.num_nodes - 1):
         nodes = range(max(0, source - NUM_INPUT_NODES + 1), space.num_nodes)
         edges = [space.edge_index(node, source) for node in nodes]
+        stride = 2 if cell.reduction and source < NUM_INPUT_NODES else 1  # as SearchCell builds
         if partial == 1:
-            combined = _edges_from(cell, states[source], edges, weights)
+            combined = _edges_from(cell, states[source], edges, weights, forms, stride)
         else:  # PC-DARTS: all edges of a state search the same C/K channels
             searched, bypass = split_partial(states[source], partial)
-            combined = _edges_from(cell, searched, edges, weights)
+            combined = _edges_from(cell, searched, edges, weights, forms, stride)
             combined = merge_partial(combined, bypass, partial)
         if edge_weights is not None:
             combined = combined * edge_weights[edges].view(1, -1, 1, 1, 1)
@@ -76,72 +83,93 @@ Member = tuple[int, int, nn.Module]
 
 
 def _edges_from(
-    cell: nn.Module, x: torch.Tensor, edges: list[int], weights: torch.Tensor
+    cell: nn.Module,
+    x: torch.Tensor,
+    edges: list[int],
+    weights: torch.Tensor,
+    forms: list[str | None],
+    stride: int,
 ) -> torch.Tensor:
-    """The mixed-op outputs of `edges` (all leaving state `x`), stacked: (N, E, C, H', W')."""
+    """The mixed-op outputs of `edges` (all leaving state `x` at `stride`), stacked:
+    (N, E, C, H', W'). `forms[k]`: the grouped form op k of the space declares (nas/ops.py).
+    """
     mixed = [cell.edges[edge] for edge in edges]
     edge_weights = weights[edges]  # (E, num_ops): one gather instead of E x num_ops selects
     terms: list[tuple[list[Member], torch.Tensor]] = []
     x_cl = None  # x in channels-last, made once if an op needs it
-    embedded: list[Member] = []
-    grouped: list[list[Member]] = []
+    embedded: dict[str, list[Member]] = {"separable": [], "dilated": []}
+    grouped: list[tuple[str | None, list[Member]]] = []
     for op_index, name in enumerate(cell.space.ops):
         members = [
             (position, op_index, edge.ops[name])
             for position, edge in enumerate(mixed)
             if name in edge.ops
         ]
-        if not members or isinstance(members[0][2], Zero):
+        form = forms[op_index]
+        if not members or form == "zero":
             continue  # zero output: leaving it out changes neither the sum nor any gradient
-        op = members[0][2]
-        if isinstance(op, nn.Identity):
+        if form == "skip" and stride == 1:  # the identity
             terms.append((members, x.unsqueeze(1)))
-        elif _parameter_free(op):  # pooling: the same output for every edge
+        elif form == "shared":  # parameter-free: the same output for every edge, computed once
             x_cl = _channels_last(x) if x_cl is None else x_cl
-            terms.append((members, op(x_cl).contiguous().unsqueeze(1)))
-        elif _embeddable(op):
-            embedded.extend(members)
+            terms.append((members, members[0][2](x_cl).contiguous().unsqueeze(1)))
+        elif form in embedded and _embeddable(members[0][2], form):
+            embedded[form].extend(members)
         else:
-            grouped.append(members)
-    if embedded or grouped:
+            grouped.append((form, members))
+    relu_cl = relu = None  # ReLU(x) in channels-last and in NCHW, made once if an op needs it
+    if any(embedded.values()) or any(form in embedded for form, _ in grouped):
         x_cl = _channels_last(x) if x_cl is None else x_cl
-        relu_cl, relu = F.relu(x_cl), None
-        if embedded:
-            terms.extend(_embedded_pass(relu_cl, embedded))
-        for members in grouped:
-            ops = [op for _, _, op in members]
-            if isinstance(ops[0], FactorizedReduce):  # 1x1 convs: NCHW is as fast, no copies
-                relu = F.relu(x) if relu is None else relu
-                terms.append((members, _factorized_reduce_grouped(relu, ops)))
-            elif isinstance(ops[0], DilConv | SepConv):
-                terms.append((members, _grouped(relu_cl, ops)))
-            else:  # an op without a grouped form: one call per edge, as the reference path
-                terms.append((members, torch.stack([op(x) for op in ops], dim=1)))
-    if not terms:  # only `none` left on these edges
-        zero = mixed[0].ops[next(iter(mixed[0].ops))](x)
+        relu_cl = F.relu(x_cl)  # both forms start with a ReLU
+    if any(embedded.values()):
+        terms.extend(_embedded_pass(relu_cl, embedded["separable"], embedded["dilated"]))
+    for form, members in grouped:
+        ops = [op for _, _, op in members]
+        if form == "skip":  # stride 2: 1x1 convs, as fast in NCHW, no copies
+            relu = F.relu(x) if relu is None else relu
+            terms.append((members, _factorized_reduce_grouped(relu, ops)))
+        elif form in embedded:
+            terms.append((members, _grouped(relu_cl, ops, separable=form == "separable")))
+        else:  # an op without a grouped form: one call per edge, as the reference path
+            terms.append((members, torch.stack([op(x) for op in ops], dim=1)))
+    if not terms:  # only zero ops left on these edges: zeros of the output shape
+        zero = x[:, :, ::stride, ::stride].mul(0.0)
         return zero.unsqueeze(1).expand(-1, len(edges), -1, -1, -1)
+    return _weighted_sum(terms, edge_weights, len(edges))
+
+
+def _weighted_sum(
+    terms: list[tuple[list[Member], torch.Tensor]], edge_weights: torch.Tensor, num_edges: int
+) -> torch.Tensor:
+    """Each group's outputs times their mixing weights (one multiply per group), summed per edge
+    into (N, E, C, H', W').
+    """
     total = None
     for members, outputs in terms:
         positions = [position for position, _, _ in members]
         mixing = edge_weights[positions, [op_index for _, op_index, _ in members]]
         term = outputs * mixing.view(1, -1, 1, 1, 1)
-        if positions == list(range(len(edges))):
+        if positions == list(range(num_edges)):
             total = term if total is None else total + term
             continue
         if total is None:
-            total = term.new_zeros(term.shape[0], len(edges), *term.shape[2:])
-        index = torch.tensor(positions, device=x.device)
+            total = term.new_zeros(term.shape[0], num_edges, *term.shape[2:])
+        index = torch.tensor(positions, device=term.device)
         total = total.index_add(1, index, term.expand(-1, len(positions), -1, -1, -1))
     return total
 
 
-def _embeddable(op: nn.Module) -> bool:
-    """A DilConv or SepConv whose depthwise kernels fit in EMBED_SIZE with "same" padding."""
-    blocks = list(op) if isinstance(op, SepConv) else [op]
-    if not all(isinstance(block, DilConv) for block in blocks):
-        return False
-    for block in blocks:
-        conv = block[1]
+def _dilated_blocks(op: nn.Module, separable: bool) -> list[nn.Module]:
+    """The blocks of the dilated form in an op of the dilated or separable form."""
+    return [op.first, op.second] if separable else [op]
+
+
+def _embeddable(op: nn.Module, form: str) -> bool:
+    """Whether the depthwise kernels of `op` (of the dilated or separable form) fit in
+    EMBED_SIZE with "same" padding.
+    """
+    for block in _dilated_blocks(op, form == "separable"):
+        conv = block.depthwise
         span = conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
         if span > EMBED_SIZE or 2 * conv.padding[0] != span - 1:
             return False
@@ -149,19 +177,17 @@ def _embeddable(op: nn.Module) -> bool:
 
 
 def _embedded_pass(
-    relu_x: torch.Tensor, members: list[Member]
+    relu_x: torch.Tensor, separable: list[Member], dilated: list[Member]
 ) -> list[tuple[list[Member], torch.Tensor]]:
     """The embeddable ops of one state's edges: the first layer of all as one 5x5 pass, then the
     second layer of the separable ones as another. Returns (members, outputs) pairs.
     """
-    separable = [member for member in members if isinstance(member[2], SepConv)]
-    dilated = [member for member in members if not isinstance(member[2], SepConv)]
-    ordered = separable + dilated  # the separable outputs come first, as a view
-    first = [op[0] if isinstance(op, SepConv) else op for _, _, op in ordered]
+    # the separable outputs come first, so each part of the result is a view
+    first = [op.first for _, _, op in separable] + [op for _, _, op in dilated]
     y = _dil_grouped(relu_x, first, shared_input=True, embed=True)
     results = []
     if separable:
-        second = [op[1] for _, _, op in separable]
+        second = [op.second for _, _, op in separable]
         # ReLU after the layout change: the conv then reads (and keeps for its backward) the
         # tensor the ReLU keeps, not a channels-last copy of it
         hidden = F.relu(_channels_last(y[:, : len(separable)].flatten(1, 2)))
@@ -177,28 +203,24 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _parameter_free(op: nn.Module) -> bool:
-    return next(op.parameters(), None) is None
-
-
-def _grouped(relu_x: torch.Tensor, ops: list[nn.Module]) -> torch.Tensor:
-    """k same-type parametric ops applied to the same (ReLU'd) input, as one call per layer;
-    returns their outputs stacked as (N, k, C, H', W').
+def _grouped(relu_x: torch.Tensor, ops: list[nn.Module], separable: bool) -> torch.Tensor:
+    """k ops of one dilated or `separable` op type applied to the same (ReLU'd) input, as one
+    call per layer; returns their outputs stacked as (N, k, C, H', W').
     """
-    first = [op[0] for op in ops] if isinstance(ops[0], SepConv) else ops
+    first = [op.first for op in ops] if separable else ops
     x = _dil_grouped(relu_x, first, shared_input=True, embed=False)
-    if isinstance(ops[0], SepConv):
-        x = _dil_grouped(
-            F.relu(_channels_last(x.flatten(1, 2))), [op[1] for op in ops], False, embed=False
-        )
+    if separable:
+        hidden = F.relu(_channels_last(x.flatten(1, 2)))
+        x = _dil_grouped(hidden, [op.second for op in ops], shared_input=False, embed=False)
     return x
 
 
 def _dil_grouped(
-    x: torch.Tensor, blocks: list[DilConv], shared_input: bool, embed: bool
+    x: torch.Tensor, blocks: list[nn.Module], shared_input: bool, embed: bool
 ) -> torch.Tensor:
-    """k DilConv blocks without their leading ReLU (depthwise, pointwise, affine-free BN), on one
-    input x (N, C, H, W) shared by all (`shared_input`) or on k channel groups x (N, k x C, H, W).
+    """k blocks of the dilated form without their leading ReLU (depthwise, pointwise, affine-free
+    BN), on one input x (N, C, H, W) shared by all (`shared_input`) or on k channel groups
+    x (N, k x C, H, W).
     Returns (N, k, C, H', W'). `embed`: the depthwise kernels are embedded in EMBED_SIZE x
     EMBED_SIZE (undilated) kernels, so blocks of different kernel sizes run as one call.
 
@@ -208,8 +230,8 @@ def _dil_grouped(
     faster than a k-group 1x1 conv on 2 CPU cores (docs/performance.md).
     """
     k = len(blocks)
-    batch, channels = x.shape[0], blocks[0][1].weight.shape[0]
-    conv = blocks[0][1]
+    batch, channels = x.shape[0], blocks[0].depthwise.weight.shape[0]
+    conv = blocks[0].depthwise
     stride, padding, dilation = conv.stride[0], conv.padding[0], conv.dilation[0]
     if embed:
         padding, dilation = EMBED_SIZE // 2, 1
@@ -220,26 +242,27 @@ def _dil_grouped(
         x = x.view(batch, channels, k, height, width).transpose(1, 2)
     x = x.contiguous().view(batch, k, channels, height * width)
     x = torch.matmul(pointwise, x).view(batch, -1, height, width)
-    x = F.batch_norm(x, None, None, training=True, momentum=0.0, eps=blocks[0][3].eps)
+    x = F.batch_norm(x, None, None, training=True, momentum=0.0, eps=blocks[0].bn.eps)
     return x.view(batch, k, -1, height, width)
 
 
 def _grouped_kernels(
-    blocks: list[DilConv], shared_input: bool, embed: bool
+    blocks: list[nn.Module], shared_input: bool, embed: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weights of k DilConv blocks as the two tensors `_dil_grouped` runs: the depthwise
-    kernels (k x C, 1, kh, kw), channel-major (c, edge) for a shared input, and the pointwise
-    matrices (k, C_out, C). These per-edge stacks and pads are a step's weight preparation
-    (experiments/stacked_weights_bound.py measures what storing weights stacked would save).
+    """The weights of k blocks of the dilated form as the two tensors `_dil_grouped` runs: the
+    depthwise kernels (k x C, 1, kh, kw), channel-major (c, edge) for a shared input, and the
+    pointwise matrices (k, C_out, C). These per-edge stacks and pads are a step's weight
+    preparation (experiments/stacked_weights_bound.py measures what storing weights stacked would
+    save).
     """
     if embed:
-        kernels = [_embed(block[1].weight, block[1].dilation[0]) for block in blocks]
+        kernels = [_embed(block.depthwise.weight, block.depthwise.dilation[0]) for block in blocks]
     else:
-        kernels = [block[1].weight for block in blocks]
+        kernels = [block.depthwise.weight for block in blocks]
     depthwise = torch.stack(kernels)  # (k, C, 1, kh, kw)
     if shared_input:
         depthwise = depthwise.transpose(0, 1)  # channel-major: (C, k, 1, kh, kw)
-    pointwise = torch.stack([block[2].weight.flatten(1) for block in blocks])
+    pointwise = torch.stack([block.pointwise.weight.flatten(1) for block in blocks])
     return depthwise.flatten(0, 1), pointwise
 
 
@@ -311,9 +334,10 @@ def _undilated(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int)
     return F.conv2d(x, weight, None, stride, padding, 1, groups=x.shape[1])
 
 
-def _factorized_reduce_grouped(relu_x: torch.Tensor, ops: list[FactorizedReduce]) -> torch.Tensor:
-    """k FactorizedReduce ops (stride-2 skip) on the same input: their 1x1 stride-2 convs read the
-    same tensor, so they concatenate along output channels into one conv per offset.
+def _factorized_reduce_grouped(relu_x: torch.Tensor, ops: list[nn.Module]) -> torch.Tensor:
+    """k ops of the skip form at stride 2 (FactorizedReduce) on the same input: their 1x1
+    stride-2 convs read the same tensor, so they concatenate along output channels into one conv
+    per offset.
     """
     k = len(ops)
     shifted = relu_x[:, :, 1:, 1:]
