@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from nas.registry import Registry
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.supernet import SearchNetwork
+from nas.supernet.mixing import Mix, dense_mixing
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -30,9 +32,17 @@ class Strategy:
     runtime (its process group) and the budget (`epochs` of `steps_per_epoch` steps), calls
     `step` once per training step, `end_epoch` after each epoch, and `genotype` whenever it
     needs the current result; the search stops early once `finished()` is true. `state_dict`
-    must hold everything the strategy owns (optimisers, schedules), so a resumed search
-    continues exactly.
+    must hold everything the strategy owns (optimisers, schedules, sampling state), so a resumed
+    search continues exactly.
+
+    The strategy also decides how the supernet mixes the ops of each edge: the constructor
+    installs `mix` as the network's mixing hook, which the network calls at the start of every
+    forward pass. A strategy whose mix leaves ops out sets `samples_ops`, so that DDP expects
+    parameters without gradients.
     """
+
+    # True when a forward pass may leave ops (and so parameters) unused: a sampled mix.
+    samples_ops = False
 
     def __init__(
         self,
@@ -49,6 +59,17 @@ class Strategy:
         # The process group: `runtime.wrap` / `runtime.average` synchronise the ranks (no-ops in
         # one process). Every rank must end each step with identical weights and alphas.
         self.runtime = runtime or Runtime(rank=0, world_size=1, device=torch.device("cpu"))
+        network.mixing = self.mix
+
+    def mix(self, alphas: Sequence[torch.Tensor], pruned: Sequence[torch.Tensor]) -> list[Mix]:
+        """The op weights of the supernet's next forward pass: one `Mix` per cell kind (normal,
+        reduce), from the alphas and pruning records (-1 where an op is alive) of each.
+
+        Called by the network at the start of every forward pass, in training and in evaluation
+        (`self.network.training` tells which); every rank must return the same mix. Default:
+        softmax(alpha) over the live ops of every edge (DARTS).
+        """
+        return dense_mixing(alphas, pruned)
 
     def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
         """One search step; returns the training loss and accuracy counts of the weight step."""

@@ -41,9 +41,10 @@ def fast_cell_forward(
     s1: torch.Tensor,
     weights: torch.Tensor,
     edge_weights: torch.Tensor | None = None,
+    active: tuple[tuple[int, ...], ...] | None = None,
 ) -> torch.Tensor:
-    """`cell(s0, s1, weights, edge_weights)` computed source state by source state (see the module
-    docstring).
+    """`cell(s0, s1, weights, edge_weights, active)` computed source state by source state (see
+    the module docstring).
     """
     space = cell.space
     partial = cell.edges[0].partial_channels
@@ -53,10 +54,10 @@ def fast_cell_forward(
         nodes = range(max(0, source - NUM_INPUT_NODES + 1), space.num_nodes)
         edges = [space.edge_index(node, source) for node in nodes]
         if partial == 1:
-            combined = _edges_from(cell, states[source], edges, weights)
+            combined = _edges_from(cell, states[source], edges, weights, active)
         else:  # PC-DARTS: all edges of a state search the same C/K channels
             searched, bypass = split_partial(states[source], partial)
-            combined = _edges_from(cell, searched, edges, weights)
+            combined = _edges_from(cell, searched, edges, weights, active)
             combined = merge_partial(combined, bypass, partial)
         if edge_weights is not None:
             combined = combined * edge_weights[edges].view(1, -1, 1, 1, 1)
@@ -76,9 +77,15 @@ Member = tuple[int, int, nn.Module]
 
 
 def _edges_from(
-    cell: nn.Module, x: torch.Tensor, edges: list[int], weights: torch.Tensor
+    cell: nn.Module,
+    x: torch.Tensor,
+    edges: list[int],
+    weights: torch.Tensor,
+    active: tuple[tuple[int, ...], ...] | None,
 ) -> torch.Tensor:
-    """The mixed-op outputs of `edges` (all leaving state `x`), stacked: (N, E, C, H', W')."""
+    """The mixed-op outputs of `edges` (all leaving state `x`), stacked: (N, E, C, H', W').
+    Only the ops in `active` run (None: every live op); the others weigh exactly 0.
+    """
     mixed = [cell.edges[edge] for edge in edges]
     edge_weights = weights[edges]  # (E, num_ops): one gather instead of E x num_ops selects
     terms: list[tuple[list[Member], torch.Tensor]] = []
@@ -89,7 +96,7 @@ def _edges_from(
         members = [
             (position, op_index, edge.ops[name])
             for position, edge in enumerate(mixed)
-            if name in edge.ops
+            if name in edge.ops and (active is None or op_index in active[edges[position]])
         ]
         if not members or isinstance(members[0][2], Zero):
             continue  # zero output: leaving it out changes neither the sum nor any gradient
@@ -117,9 +124,8 @@ def _edges_from(
                 terms.append((members, _grouped(relu_cl, ops)))
             else:  # an op without a grouped form: one call per edge, as the reference path
                 terms.append((members, torch.stack([op(x) for op in ops], dim=1)))
-    if not terms:  # only `none` left on these edges
-        zero = mixed[0].ops[next(iter(mixed[0].ops))](x)
-        return zero.unsqueeze(1).expand(-1, len(edges), -1, -1, -1)
+    if not terms:  # no op but `none` runs on these edges
+        return mixed[0].zero(x).unsqueeze(1).expand(-1, len(edges), -1, -1, -1)
     total = None
     for members, outputs in terms:
         positions = [position for position, _, _ in members]
