@@ -60,6 +60,8 @@ class Strategy:
         # one process). Every rank must end each step with identical weights and alphas.
         self.runtime = runtime or Runtime(rank=0, world_size=1, device=torch.device("cpu"))
         network.mixing = self.mix
+        # The run seed (every rank's, as rank 0 has it): the root of `sampler`'s generators.
+        self.seed = int(self.runtime.broadcast_object(torch.initial_seed()))
 
     def mix(self, alphas: Sequence[torch.Tensor], pruned: Sequence[torch.Tensor]) -> list[Mix]:
         """The op weights of the supernet's next forward pass: one `Mix` per cell kind (normal,
@@ -70,6 +72,14 @@ class Strategy:
         softmax(alpha) over the live ops of every edge (DARTS).
         """
         return dense_mixing(alphas, pruned)
+
+    def sampler(self, step: int) -> torch.Generator:
+        """A CPU random generator for the samples of step `step`, seeded by the run seed and the
+        step: every rank draws the same samples, and a resumed run draws what an uninterrupted
+        one would, as long as the step count is in `state_dict`. (The global generator would
+        differ between ranks and its state is not checkpointed.)
+        """
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + step) % 2**63)
 
     def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
         """One search step; returns the training loss and accuracy counts of the weight step."""
