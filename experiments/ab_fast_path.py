@@ -25,6 +25,7 @@ from nas.config import StrategyConfig
 from nas.runtime.dist import Runtime
 from nas.spaces import get_space
 from nas.strategies import STRATEGIES
+from nas.strategies.darts import DartsOptions
 from nas.supernet import SearchNetwork
 
 
@@ -57,7 +58,11 @@ def main() -> None:
     runtime = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
     steps = args.rounds * len(versions) * (args.iterations + 2)
     strategy = STRATEGIES.get("darts")(
-        network, StrategyConfig(order=1), epochs=1, steps_per_epoch=steps, runtime=runtime
+        network,
+        StrategyConfig(options=DartsOptions(order=1)),
+        epochs=1,
+        steps_per_epoch=steps,
+        runtime=runtime,
     )
     batches = [
         (torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,)))

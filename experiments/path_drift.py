@@ -22,6 +22,7 @@ from nas.config import StrategyConfig
 from nas.runtime.dist import Runtime
 from nas.spaces import get_space
 from nas.strategies import STRATEGIES
+from nas.strategies.darts import DartsOptions
 from nas.supernet import SearchNetwork
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     strategies = [
         STRATEGIES.get("darts")(
             network,
-            StrategyConfig(order=1),
+            StrategyConfig(options=DartsOptions(order=1)),
             epochs=1,
             steps_per_epoch=args.steps,
             runtime=runtime,

@@ -26,6 +26,7 @@ from nas.config import StrategyConfig
 from nas.runtime.dist import Runtime
 from nas.spaces import get_space
 from nas.strategies import STRATEGIES
+from nas.strategies.darts import DartsOptions
 from nas.supernet import SearchNetwork
 
 PREPARE = fast._grouped_kernels
@@ -52,7 +53,8 @@ def ms_per_iter(size: int, batch: int, iterations: int) -> float:
     network = SearchNetwork(get_space("darts"), 3, 10, 8, 5)
     network.use_fast_path(True)
     runtime = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
-    strategy = STRATEGIES.get("darts")(network, StrategyConfig(order=1), epochs=1,
+    config = StrategyConfig(options=DartsOptions(order=1))
+    strategy = STRATEGIES.get("darts")(network, config, epochs=1,
                                        steps_per_epoch=iterations + 2, runtime=runtime)  # fmt: skip
     generator = torch.Generator().manual_seed(1)
     train, val = [

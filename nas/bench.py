@@ -21,6 +21,7 @@ from nas.errors import NasError
 from nas.runtime.dist import Runtime, resolve_device
 from nas.spaces import get_space
 from nas.strategies import STRATEGIES
+from nas.strategies.darts import DartsOptions
 from nas.supernet import SearchNetwork
 
 
@@ -98,7 +99,8 @@ def bench_supernet(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     network = network.to(memory_format=memory_format)
     strategy = STRATEGIES.get("darts")(
-        network, StrategyConfig(order=order), epochs=1, steps_per_epoch=iterations + warmup,
+        network, StrategyConfig(options=DartsOptions(order=order)), epochs=1,
+        steps_per_epoch=iterations + warmup,
         runtime=runtime,
     )  # fmt: skip
 

@@ -477,7 +477,7 @@ def _search(args: argparse.Namespace) -> int:
     runtime = _start(config, run_dir, args)
     task = SearchTask(config, runtime)
     banner = (
-        f"nas search: {config.strategy.name} (order {config.strategy.order}) on "
+        f"nas search: {config.strategy.name} on "
         f"{config.data.name}, space {config.model.space}, {config.model.layers} cells, "
         f"C={config.model.channels}"
     )

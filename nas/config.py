@@ -8,17 +8,26 @@ key, for example `strategy.weight_lr=0.05` or `train.lr=0.05`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from nas.errors import NasError, shorten
+from nas.options import (
+    Options,
+    PluginSection,
+    does_nothing,
+    option_names,
+    plugin_owners,
+    resolve_options,
+)
 from nas.yamlfile import load_yaml as load_yaml
 from nas.yamlfile import parse_yaml
 
@@ -71,10 +80,10 @@ class ModelConfig:
 
 @dataclass
 class StrategyConfig:
-    """Search strategy and its optimisers (DARTS defaults)."""
+    """Search strategy and its optimisers (DARTS defaults); `options` holds the strategy's own
+    settings (its keys are flat in this section: `strategy.order`, `strategy.temperature`)."""
 
     name: str = "darts"
-    order: int = 1
     weight_lr: float = 0.025
     weight_lr_min: float = 0.001
     weight_momentum: float = 0.9
@@ -83,21 +92,8 @@ class StrategyConfig:
     alpha_lr: float = 3e-4
     alpha_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     alpha_weight_decay: float = 1e-3
-    # ASAP only (Noy et al. 2020); the schedule is explained in docs/strategies.md.
-    # T0: op weights are softmax(alpha / T), and T = T0 * decay^t.
-    temperature: float = 1.6
-    # T at the last step of the budget; it sets the default decay and ends the threshold ramp.
-    temperature_final: float = 0.03
-    # beta; unset: (temperature_final / temperature) ^ (1 / (t_last)), so T lands on T_final.
-    temperature_decay: float | None = None
-    # t counts steps ("step") or epochs ("epoch").
-    anneal_every: str = "step"
-    # tau: alphas train, and ops are pruned, only once T < tau (weights train from the start).
-    grace_temperature: float = 1.0
-    # theta at tau; unset: 0.4 / number of ops. It rises linearly in log T to the final value.
-    prune_threshold: float | None = None
-    # theta at temperature_final; above 0.5 no edge can keep two ops.
-    prune_threshold_final: float = 0.5
+    # The selected strategy's options (nas/options.py); None: its defaults, filled on validation.
+    options: Options | None = None
 
 
 @dataclass
@@ -116,6 +112,11 @@ class RunConfig:
 class _Sections:
     """A configuration made of section dataclasses, addressed by dotted keys."""
 
+    # section -> the plugin registry whose selected plugin owns the section's other keys
+    plugin_sections: ClassVar[dict[str, PluginSection]] = {}
+    # dotted key -> why this command does not read it; setting it is refused
+    unread: ClassVar[dict[str, str]] = {}
+
     def resolve(self) -> None:
         """Fill values that default to "depends on other fields" (after validation)."""
 
@@ -126,21 +127,50 @@ class _Sections:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML-ready)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (YAML-ready), with the selected plugins' options flat in their
+        sections and without the keys this command does not read. Raises NasError (see
+        nas.options.resolve_options)."""
+        if self.__dict__.get("_plugin_values") or any(
+            getattr(self, name).options is None for name in self.plugin_sections
+        ):
+            resolve_options(self)
+        data: dict[str, Any] = {}
+        for section in dataclasses.fields(self):
+            values = getattr(self, section.name)
+            row = {
+                f.name: copy.deepcopy(getattr(values, f.name))
+                for f in dataclasses.fields(values)
+                if f.name != "options" and f"{section.name}.{f.name}" not in self.unread
+            }
+            if section.name in self.plugin_sections:
+                row.update(dataclasses.asdict(values.options))
+            data[section.name] = row
+        return data
 
     def set(self, key: str, value: Any) -> None:
-        """Set the dotted `key` to `value`, checking the name and type. Raises NasError."""
+        """Set the dotted `key` to `value`, checking the name and type. A key of a plugin's
+        options is kept until `validate` knows the plugin. Raises NasError."""
         section_name, _, name = key.partition(".")
         sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        keys = all_keys(type(self))
         if section_name not in sections or not name:
-            raise NasError(f"unknown config key {shorten(key)}{_suggest(key, keys)}")
+            raise NasError(f"unknown config key {shorten(key)}{_suggest(key, all_keys(self))}")
+        if key in self.unread:
+            raise does_nothing(key, self.unread[key], "remove it")
         section = sections[section_name]
         hints = typing.get_type_hints(type(section))
-        if name not in hints:
-            raise NasError(f"unknown config key {shorten(key)}{_suggest(key, keys)}")
-        setattr(section, name, _coerce(value, hints[name], key))
+        hints.pop("options", None)
+        plugin = self.plugin_sections.get(section_name)
+        if name in hints:
+            value = _coerce(value, hints[name], key)
+            if plugin is not None and name == plugin.selector and value != getattr(section, name):
+                section.options = None  # another plugin: its own defaults
+            setattr(section, name, value)
+        elif plugin is not None and plugin_owners(plugin, name):
+            self.__dict__.setdefault("_plugin_values", {}).setdefault(section_name, {})[name] = (
+                value
+            )
+        else:
+            raise NasError(f"unknown config key {shorten(key)}{_suggest(key, all_keys(self))}")
 
 
 @dataclass
@@ -151,6 +181,10 @@ class Config(_Sections):
     model: ModelConfig = field(default_factory=ModelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    plugin_sections: ClassVar[dict[str, PluginSection]] = {
+        "strategy": PluginSection("nas.strategies:STRATEGIES"),
+    }
 
 
 # network -> (paper layers, paper channels C, standard input side): DARTS Sec. 3.3.
@@ -207,14 +241,21 @@ class TrainConfig(_Sections):
             self.model.channels = channels
 
 
-def all_keys(config_class: type = Config) -> list[str]:
-    """Every dotted key of `config_class` (search by default)."""
-    config = config_class()
-    return [
+def all_keys(config_class: Any = Config) -> list[str]:
+    """Every dotted key of `config_class` (or of a config's class; search by default), the options
+    of every registered plugin included, without the keys the command does not read."""
+    config = config_class() if isinstance(config_class, type) else config_class
+    keys = [
         f"{section.name}.{f.name}"
         for section in dataclasses.fields(config)
         for f in dataclasses.fields(getattr(config, section.name))
+        if f.name != "options"
     ]
+    for section_name, plugin in config.plugin_sections.items():
+        registry = plugin.load()
+        for name in registry.names():
+            keys += [f"{section_name}.{key}" for key in option_names(registry.options(name))]
+    return [key for key in dict.fromkeys(keys) if key not in config.unread]
 
 
 def _suggest(key: str, choices: list[str]) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 
-from nas.config import NETWORK_DEFAULTS, Config, ModelConfig, StrategyConfig, TrainConfig, _Sections
+from nas.config import NETWORK_DEFAULTS, Config, ModelConfig, TrainConfig, _Sections
 from nas.errors import NasError
+from nas.options import options_checks, resolve_options
 
 
 def check_config(config: _Sections) -> None:
     """Range checks of every field a type check cannot express. Raises NasError naming the key."""
+    resolve_options(config)
     checks = [
         (config.data.batch_size >= 2, "data.batch_size must be at least 2 (BatchNorm needs it)"),
         (0 < config.data.train_portion < 1, "data.train_portion must be between 0 and 1"),
@@ -33,6 +35,7 @@ def check_config(config: _Sections) -> None:
             "data.data_file and data.target (--data-file, --target) apply to --dataset csv only",
         ),
     ]
+    checks += options_checks(config)
     own_checks = config.checks()
     if own_checks is not None:
         _raise_first(checks + own_checks)
@@ -65,7 +68,6 @@ def check_config(config: _Sections) -> None:
         checks += [
             (model.path in ("fast", "reference"), "model.path must be fast or reference"),
             (model.partial_channels >= 1, "model.partial_channels must be 1 (off) or more"),
-            (strategy.order in (1, 2), "strategy.order must be 1 or 2"),
             (strategy.weight_lr > 0, "strategy.weight_lr must be positive"),
             (
                 0 <= strategy.weight_lr_min <= strategy.weight_lr,
@@ -84,7 +86,6 @@ def check_config(config: _Sections) -> None:
                 "strategy.alpha_weight_decay must be 0 or positive",
             ),
         ]
-        checks += _asap_checks(strategy)
     _raise_first(checks)
     _check_registered("nas.data", "DATASETS", config.data.name)
     if isinstance(config, Config):
@@ -112,47 +113,3 @@ def _raise_first(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise NasError(message)
-
-
-# Keys that only ASAP reads: set with another strategy they would silently do nothing.
-ASAP_KEYS = (
-    "temperature",
-    "temperature_final",
-    "temperature_decay",
-    "anneal_every",
-    "grace_temperature",
-    "prune_threshold",
-    "prune_threshold_final",
-)
-
-
-def _asap_checks(strategy: StrategyConfig) -> list[tuple[bool, str]]:
-    if strategy.name != "asap":
-        defaults = StrategyConfig()
-        return [
-            (
-                getattr(strategy, key) == getattr(defaults, key),
-                f"strategy.{key} is an ASAP setting; it has no effect with strategy "
-                f"{strategy.name!r} (use --strategy asap, or remove it)",
-            )
-            for key in ASAP_KEYS
-        ]
-    threshold = strategy.prune_threshold
-    decay = strategy.temperature_decay
-    return [
-        (strategy.temperature > 0, "strategy.temperature must be positive"),
-        (
-            0 < strategy.temperature_final < strategy.grace_temperature,
-            "strategy.temperature_final must be positive and below strategy.grace_temperature",
-        ),
-        (decay is None or 0 < decay <= 1, "strategy.temperature_decay must be in (0, 1]"),
-        (strategy.anneal_every in ("step", "epoch"), "strategy.anneal_every must be step or epoch"),
-        (
-            threshold is None or 0 <= threshold <= strategy.prune_threshold_final,
-            "strategy.prune_threshold must be between 0 and strategy.prune_threshold_final",
-        ),
-        (
-            0 <= strategy.prune_threshold_final <= 1,
-            "strategy.prune_threshold_final must be between 0 and 1",
-        ),
-    ]

@@ -83,8 +83,8 @@ class RunLogger:
             if key != "epoch" and isinstance(value, int | float):
                 self.scalar(_tag(key), value, step)
 
-    def summary(self, record: dict[str, Any], epochs: int) -> None:
-        """One line per epoch on stderr: losses, accuracies, seconds."""
+    def summary(self, record: dict[str, Any], epochs: int, extras: Iterable[str] = ()) -> None:
+        """One line per epoch on stderr: losses, accuracies, the `extras` keys, seconds."""
         if not self.enabled:
             return
         fields = [
@@ -92,7 +92,7 @@ class RunLogger:
             for key, value in record.items()
             if key.endswith(("_loss", "_acc")) and isinstance(value, float)
         ]
-        fields += [f"{key} {record[key]:.4g}" for key in SUMMARY_EXTRAS if key in record]
+        fields += [f"{key} {record[key]:.4g}" for key in extras if key in record]
         seconds = record.get("epoch_seconds", 0.0)
         tqdm.write(
             f"epoch {record['epoch']}/{epochs}: {', '.join(fields)}, {seconds:.1f} s", sys.stderr
@@ -139,9 +139,6 @@ class RunLogger:
 
 # The jsonl logs commands append to, one row per epoch (or candidate), rewound on resume.
 RUN_LOGS = ("metrics.jsonl", "genotypes.jsonl", "candidates.jsonl")
-
-# Schedule values that the per-epoch summary line shows when a strategy reports them.
-SUMMARY_EXTRAS = ("temperature", "threshold", "ops_remaining")
 
 
 def _row_epoch(line: bytes) -> float | None:

@@ -17,6 +17,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, loader: Callable[[], None] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        # name -> the plugin's options dataclass (nas/options.py), for plugins that declare one
+        self._options: dict[str, type] = {}
         # Called once before the first lookup, to import modules that register built-ins.
         self._loader = loader
 
@@ -25,11 +27,16 @@ class Registry(Generic[T]):
             loader, self._loader = self._loader, None
             loader()
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: register the decorated object under `name`. Raises ValueError on a clash."""
+    def register(self, name: str, options: type | None = None) -> Callable[[T], T]:
+        """Decorator: register the decorated object under `name`, with the dataclass of its
+        `options` (a subclass of nas.options.Options) if it reads any. Raises ValueError on a
+        clash.
+        """
 
         def decorate(obj: T) -> T:
             self.add(name, obj)
+            if options is not None:
+                self._options[name] = options
             return obj
 
         return decorate
@@ -51,6 +58,14 @@ class Registry(Generic[T]):
                 f"{', '.join(self.names())}.{hint}"
             )
         return self._items[name]
+
+    def options(self, name: str) -> type:
+        """The options dataclass of the plugin `name` (nas.options.Options when it declares none).
+        Raises NasError for an unknown name."""
+        from nas.options import Options
+
+        self.get(name)
+        return self._options.get(name, Options)
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

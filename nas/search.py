@@ -109,7 +109,7 @@ class SearchTask(Task):
         step = epoch + 1
         genotype = self.genotype()
         epochs = self.config.run.epochs
-        # finished(): converged before the budget (ASAP), so no later epoch will change it
+        # finished(): converged before the budget, so no later epoch will change it
         progress = SearchProgress(step, epochs, step >= epochs or self.finished())
         replace(genotype, search=progress).save(logger.run_dir / "genotype.json")
         logger.append_jsonl("genotypes.jsonl", {"epoch": step, "genotype": genotype.to_dict()})
@@ -135,6 +135,14 @@ class SearchTask(Task):
 
     def finished(self) -> bool:
         return self.strategy.finished()
+
+    @property
+    def stop_reason(self) -> str:
+        return self.strategy.stop_reason
+
+    @property
+    def summary_keys(self) -> tuple[str, ...]:
+        return self.strategy.summary_keys
 
     def state_dict(self) -> dict[str, Any]:
         return {"network": self.network.state_dict(), "strategy": self.strategy.state_dict()}

@@ -6,25 +6,27 @@ import signal
 
 import pytest
 import torch
+import yaml
 
+from nas.cli import main
 from nas.config import Config, StrategyConfig, validate
 from nas.errors import NasError
 from nas.runtime.engine import FAULT_ENV
-from nas.strategies.asap import Asap, AsapSchedule
+from nas.strategies.asap import Asap, AsapOptions, AsapSchedule
 from tests.conftest import batch, jsonl_rows, run_nas, tiny_network
 
 
-def _config(**overrides) -> StrategyConfig:
-    return StrategyConfig(name="asap", **overrides)
+def _config(**overrides) -> AsapOptions:
+    return AsapOptions(**overrides)
 
 
 def test_temperature_follows_t0_times_beta_to_the_t() -> None:
-    schedule = AsapSchedule.from_config(
+    schedule = AsapSchedule.from_options(
         _config(temperature=2.0, temperature_decay=0.9), num_ops=4, epochs=3, steps_per_epoch=10
     )
     for step in (0, 1, 7, 29):
         assert schedule.temperature(step) == pytest.approx(2.0 * 0.9**step, rel=1e-12)
-    per_epoch = AsapSchedule.from_config(
+    per_epoch = AsapSchedule.from_options(
         _config(temperature=2.0, temperature_decay=0.5, anneal_every="epoch"),
         num_ops=4,
         epochs=3,
@@ -36,7 +38,7 @@ def test_temperature_follows_t0_times_beta_to_the_t() -> None:
 @pytest.mark.parametrize("every", ["step", "epoch"])
 def test_default_decay_lands_on_the_final_temperature_at_the_last_step(every: str) -> None:
     config = _config(anneal_every=every)
-    schedule = AsapSchedule.from_config(config, num_ops=8, epochs=10, steps_per_epoch=22)
+    schedule = AsapSchedule.from_options(config, num_ops=8, epochs=10, steps_per_epoch=22)
     assert schedule.temperature(0) == config.temperature
     assert schedule.temperature(219) == pytest.approx(config.temperature_final, rel=1e-9)
     last = 9 if every == "epoch" else 219
@@ -44,7 +46,7 @@ def test_default_decay_lands_on_the_final_temperature_at_the_last_step(every: st
 
 
 def test_threshold_rises_linearly_in_log_temperature() -> None:
-    schedule = AsapSchedule.from_config(
+    schedule = AsapSchedule.from_options(
         _config(grace_temperature=1.0, temperature_final=0.01, prune_threshold_final=0.5),
         num_ops=8,
         epochs=5,
@@ -59,26 +61,30 @@ def test_threshold_rises_linearly_in_log_temperature() -> None:
 
 def test_a_schedule_that_never_reaches_the_grace_temperature_is_refused() -> None:
     with pytest.raises(NasError, match="never below the grace temperature"):
-        AsapSchedule.from_config(
+        AsapSchedule.from_options(
             _config(temperature_decay=0.999), num_ops=8, epochs=2, steps_per_epoch=5
         )
 
 
 def test_asap_settings_are_checked_and_refused_with_other_strategies() -> None:
     config = Config()
-    config.strategy.temperature = 2.0
-    with pytest.raises(NasError, match="strategy.temperature is an ASAP setting"):
+    config.set("strategy.temperature", 2.0)
+    with pytest.raises(
+        NasError, match="strategy.temperature does nothing here: it is an option of strategy 'asap'"
+    ):
         validate(config)
-    config.strategy.name = "asap"
+    config.set("strategy.name", "asap")
     validate(config)
-    config.strategy.temperature_final = 1.5
+    assert config.strategy.options.temperature == 2.0
+    config.strategy.options.temperature_final = 1.5
     with pytest.raises(NasError, match="temperature_final must be positive and below"):
         validate(config)
 
 
 def _strategy(epochs: int = 4, steps: int = 2, **overrides) -> Asap:
     torch.manual_seed(0)
-    return Asap(tiny_network(), _config(**overrides), epochs, steps)
+    config = StrategyConfig(name="asap", options=_config(**overrides))
+    return Asap(tiny_network(), config, epochs, steps)
 
 
 def test_a_pruned_op_is_not_executed_gets_no_gradient_and_leaves_the_optimizer() -> None:
@@ -246,3 +252,19 @@ def test_killed_after_pruning_and_resumed_matches_uninterrupted(tmp_path) -> Non
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_strategy_options_are_saved_in_config_yaml_and_read_back_on_resume(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    tiny = ["--dataset", "synthetic", "--space", "tiny", "--layers", "3", "--channels", "4"]
+    tiny += ["--batch-size", "4", "--epochs", "1", "--set", "data.synthetic_samples=32"]
+    tiny += ["--set", "data.synthetic_image_size=8"]
+    options = ["--set", "strategy.temperature=1.2", "--set", "strategy.temperature_decay=0.5"]
+    assert main(["search", "--strategy", "asap", *tiny, *options, "--out", run]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["strategy"]
+    assert (saved["temperature"], saved["temperature_decay"], saved["order"]) == (1.2, 0.5, 1)
+    # The resumed config is the saved one: a default temperature would count as a change.
+    assert main(["search", "--out", run, "--resume"]) == 0
+    changed = ["--set", "strategy.temperature=1.3"]
+    assert main(["search", "--out", run, "--resume", *changed]) == 2
+    assert "changes strategy.temperature" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from torch import nn
 from torch.func import functional_call
 
 from nas.config import StrategyConfig
-from nas.strategies.darts import Darts, unrolled_alpha_grads, virtual_step
+from nas.strategies.darts import Darts, DartsOptions, unrolled_alpha_grads, virtual_step
 from tests.conftest import batch, tiny_network
 
 
@@ -49,7 +49,12 @@ def test_second_order_matches_exact_hypergradient(float64) -> None:
     with torch.no_grad():  # spread the alphas so the hypergradient is not tiny
         for alpha in net.arch_parameters():
             alpha.normal_()
-    strategy = Darts(net, StrategyConfig(order=2, weight_momentum=0.9), epochs=5, steps_per_epoch=1)
+    strategy = Darts(
+        net,
+        StrategyConfig(weight_momentum=0.9, options=DartsOptions(order=2)),
+        epochs=5,
+        steps_per_epoch=1,
+    )
     train, val, xi = batch(), batch(), 0.05
     net.train()
     strategy.weight_step(batch())  # non-zero momentum buffers enter the virtual step
@@ -72,7 +77,9 @@ def test_orders_give_different_alpha_updates() -> None:
     for order in (1, 2):
         torch.manual_seed(0)
         net = tiny_network()
-        strategy = Darts(net, StrategyConfig(order=order), epochs=3, steps_per_epoch=1)
+        strategy = Darts(
+            net, StrategyConfig(options=DartsOptions(order=order)), epochs=3, steps_per_epoch=1
+        )
         torch.manual_seed(1)
         strategy.step(batch(), batch())
         results.append(net.alpha_normal.detach().clone())

@@ -57,7 +57,8 @@ def _search(rank: int, world: int, name: str, order: int, batchnorm: bool, steps
     if not batchnorm:
         _without_batchnorm(net)
     runtime = Runtime(rank=rank, world_size=world, device=torch.device("cpu"))
-    strategy = STRATEGIES.get(name)(net, StrategyConfig(name=name, order=order), 2, 3, runtime)
+    config = StrategyConfig(name=name, options=STRATEGIES.options(name)(order=order))
+    strategy = STRATEGIES.get(name)(net, config, 2, 3, runtime)
     # DDP broadcast rank 0's weights at wrap time; rank 0 seeded 0 like the 1-process run.
     for train, val in _batches(steps, 8):
         share = [(x[rank::world], y[rank::world]) for x, y in (train, val)]

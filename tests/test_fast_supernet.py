@@ -12,7 +12,7 @@ from nas.config import StrategyConfig
 from nas.errors import NasError
 from nas.ops import OPS, OpDef, ReLUConvBN
 from nas.spaces import CellSpace, get_space
-from nas.strategies.darts import unrolled_alpha_grads
+from nas.strategies.darts import DartsOptions, unrolled_alpha_grads
 from nas.supernet import SearchNetwork
 from nas.supernet.mixing import one_hot_mix
 from nas.supernet.partial import merge_partial
@@ -206,7 +206,9 @@ def test_search_strategy_step_runs_on_partial_channels() -> None:
 
     network = _network("tiny", partial_channels=2, checkpoint_cells=True).use_fast_path()
     runtime = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
-    strategy = STRATEGIES.get("darts")(network, StrategyConfig(order=2), 1, 1, runtime)
+    strategy = STRATEGIES.get("darts")(
+        network, StrategyConfig(options=DartsOptions(order=2)), 1, 1, runtime
+    )
     before = [p.detach().clone() for p in network.arch_parameters()]
     batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,)))
     strategy.step(batch, batch)

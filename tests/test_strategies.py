@@ -7,14 +7,25 @@ import torch
 
 from nas.config import StrategyConfig
 from nas.genotype import Genotype
+from nas.options import Options, option_names
 from nas.strategies import STRATEGIES
 from tests.conftest import batch, tiny_network
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
-@pytest.mark.parametrize("order", [1, 2])
-def test_strategy_steps_and_resumes_exactly(name: str, order: int) -> None:
-    config = StrategyConfig(name=name, order=order)
+def _cases() -> list:
+    """Every strategy with its default options, and second order where it has an order."""
+    cases = []
+    for name in STRATEGIES.names():
+        options = STRATEGIES.options(name)
+        cases.append(pytest.param(name, options(), id=name))
+        if "order" in option_names(options):
+            cases.append(pytest.param(name, options(order=2), id=f"{name}-order2"))
+    return cases
+
+
+@pytest.mark.parametrize("name,options", _cases())
+def test_strategy_steps_and_resumes_exactly(name: str, options: Options) -> None:
+    config = StrategyConfig(name=name, options=options)
 
     def build():
         torch.manual_seed(0)

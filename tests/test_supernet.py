@@ -5,7 +5,7 @@ import torch
 
 from nas.config import StrategyConfig
 from nas.spaces import get_space
-from nas.strategies.darts import Darts
+from nas.strategies.darts import Darts, DartsOptions
 from nas.supernet import SearchCell, SearchNetwork
 from tests.conftest import batch, tiny_network
 
@@ -72,7 +72,9 @@ def test_alpha_step_moves_only_alphas(order: int) -> None:
     net = tiny_network()
     # A layer with running statistics, like a user op could have: the alpha step must not move it.
     net.stem[1] = torch.nn.BatchNorm2d(net.stem[1].num_features)
-    strategy = Darts(net, StrategyConfig(order=order), epochs=3, steps_per_epoch=1)
+    strategy = Darts(
+        net, StrategyConfig(options=DartsOptions(order=order)), epochs=3, steps_per_epoch=1
+    )
     net.train()
     strategy.weight_step(batch())  # fills the momentum buffers
     strategy.weight_optimizer.zero_grad(set_to_none=True)

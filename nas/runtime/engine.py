@@ -48,6 +48,10 @@ class Task:
 
     # How a user lowers the learning rates, named in the error when training diverges.
     divergence_hint = "--set strategy.weight_lr=... / strategy.alpha_lr=..."
+    # Why the run stopped before its budget, once `finished()` is true.
+    stop_reason = "the run has converged"
+    # Keys of `end_epoch`'s record that the one-line epoch summary shows.
+    summary_keys: tuple[str, ...] = ()
 
     def batches(self, epoch: int) -> Iterable[Any]:
         """The batches of one epoch; must be a deterministic function of the epoch."""
@@ -160,8 +164,7 @@ class Engine:
             if self.task.finished():
                 if self.runtime.is_main:
                     self.logger.note(
-                        f"stopping after epoch {epoch} of {self.epochs}: the run has converged "
-                        "(for ASAP: every edge is down to one op)"
+                        f"stopping after epoch {epoch} of {self.epochs}: {self.task.stop_reason}"
                     )
                 break
             started = time.perf_counter()
@@ -199,7 +202,7 @@ class Engine:
             record["epoch_seconds"] = time.perf_counter() - started
             record["peak_mem_mb"] = self.runtime.peak_memory_mb()
             if self.runtime.is_main:
-                self.logger.summary(record, self.epochs)
+                self.logger.summary(record, self.epochs, self.task.summary_keys)
                 self.logger.log_metrics(record)
                 self.task.log_epoch(epoch, record, self.logger)
                 state = {"kind": type(self.task).__name__, "task": self.task.state_dict()}

@@ -28,9 +28,50 @@ from nas.genotype import CELL_KINDS
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.strategies.base import STRATEGIES, Batch
-from nas.strategies.darts import Darts
+from nas.strategies.darts import Darts, DartsOptions
 from nas.supernet import SearchNetwork
 from nas.supernet.mixing import Mix, live_softmax
+
+
+@dataclass
+class AsapOptions(DartsOptions):
+    """ASAP's schedule (Noy et al. 2020), explained in docs/strategies.md, on DARTS's options."""
+
+    # T0: op weights are softmax(alpha / T), and T = T0 * decay^t.
+    temperature: float = 1.6
+    # T at the last step of the budget; it sets the default decay and ends the threshold ramp.
+    temperature_final: float = 0.03
+    # beta; unset: (temperature_final / temperature) ^ (1 / (t_last)), so T lands on T_final.
+    temperature_decay: float | None = None
+    # t counts steps ("step") or epochs ("epoch").
+    anneal_every: str = "step"
+    # tau: alphas train, and ops are pruned, only once T < tau (weights train from the start).
+    grace_temperature: float = 1.0
+    # theta at tau; unset: 0.4 / number of ops. It rises linearly in log T to the final value.
+    prune_threshold: float | None = None
+    # theta at temperature_final; above 0.5 no edge can keep two ops.
+    prune_threshold_final: float = 0.5
+
+    def checks(self) -> list[tuple[bool, str]]:
+        threshold, decay = self.prune_threshold, self.temperature_decay
+        return super().checks() + [
+            (self.temperature > 0, "strategy.temperature must be positive"),
+            (
+                0 < self.temperature_final < self.grace_temperature,
+                "strategy.temperature_final must be positive and below strategy.grace_temperature",
+            ),
+            (decay is None or 0 < decay <= 1, "strategy.temperature_decay must be in (0, 1]"),
+            (self.anneal_every in ("step", "epoch"), "strategy.anneal_every must be step or epoch"),
+            (
+                threshold is None or 0 <= threshold <= self.prune_threshold_final,
+                "strategy.prune_threshold must be between 0 and strategy.prune_threshold_final",
+            ),
+            (
+                0 <= self.prune_threshold_final <= 1,
+                "strategy.prune_threshold_final must be between 0 and 1",
+            ),
+        ]
+
 
 # theta_0 = THRESHOLD_SHARE / number of ops unless configured (UniNAS: 0.4 divided by the choices).
 THRESHOLD_SHARE = 0.4
@@ -54,8 +95,8 @@ class AsapSchedule:
     per_epoch: bool
 
     @classmethod
-    def from_config(
-        cls, config: StrategyConfig, num_ops: int, epochs: int, steps_per_epoch: int
+    def from_options(
+        cls, config: AsapOptions, num_ops: int, epochs: int, steps_per_epoch: int
     ) -> AsapSchedule:
         """The schedule of `config` for a budget of `epochs` x `steps_per_epoch` steps."""
         per_epoch = config.anneal_every == "epoch"
@@ -98,9 +139,12 @@ class AsapSchedule:
         return self.threshold + (self.threshold_final - self.threshold) * progress
 
 
-@STRATEGIES.register("asap")
+@STRATEGIES.register("asap", options=AsapOptions)
 class Asap(Darts):
     """ASAP on the DARTS bilevel step (first or second order), with physical pruning."""
+
+    stop_reason = "every edge is down to one op"
+    summary_keys = ("temperature", "threshold", "ops_remaining")
 
     def __init__(
         self,
@@ -111,8 +155,8 @@ class Asap(Darts):
         runtime: Runtime | None = None,
     ) -> None:
         super().__init__(network, config, epochs, steps_per_epoch, runtime)
-        self.schedule = AsapSchedule.from_config(
-            config, len(network.space.ops), epochs, steps_per_epoch
+        self.schedule = AsapSchedule.from_options(
+            self.options, len(network.space.ops), epochs, steps_per_epoch
         )
         self.steps = 0  # steps taken so far
         # T of the step in progress, else of the last step taken (of the first step before any).

@@ -1,7 +1,9 @@
 """The Strategy extension point: a small base class and a name registry.
 
 To add a strategy, add one module in nas/strategies/ with a Strategy subclass decorated by
-`@STRATEGIES.register("name")`; it is found by name automatically and the conformance test in
+`@STRATEGIES.register("name", options=NameOptions)`, where `NameOptions` is the dataclass of the
+settings it reads (nas/options.py; leave `options` out if it reads none). It is found by name
+automatically, its settings are `strategy.<field>` keys, and the conformance test in
 tests/test_strategies.py runs it.
 """
 
@@ -31,9 +33,10 @@ class Strategy:
     The search task builds the strategy once with the network (already on its device), the
     runtime (its process group) and the budget (`epochs` of `steps_per_epoch` steps), calls
     `step` once per training step, `end_epoch` after each epoch, and `genotype` whenever it
-    needs the current result; the search stops early once `finished()` is true. `state_dict`
-    must hold everything the strategy owns (optimisers, schedules, sampling state), so a resumed
-    search continues exactly.
+    needs the current result; the search stops early once `finished()` is true, with the note
+    `stop_reason`. `state_dict` must hold everything the strategy owns (optimisers, schedules,
+    sampling state), so a resumed search continues exactly. `self.options` is the strategy's own
+    options object (`config.options`, or its registered defaults).
 
     The strategy also decides how the supernet mixes the ops of each edge: the constructor
     installs `mix` as the network's mixing hook, which the network calls at the start of every
@@ -41,6 +44,10 @@ class Strategy:
     parameters without gradients.
     """
 
+    # Why the search stopped before its budget, once `finished()` is true.
+    stop_reason = "the search has converged"
+    # Keys of `end_epoch`'s record that the one-line epoch summary shows.
+    summary_keys: tuple[str, ...] = ()
     # True when a forward pass may leave ops (and so parameters) unused: a sampled mix.
     samples_ops = False
 
@@ -54,6 +61,8 @@ class Strategy:
     ) -> None:
         self.network = network
         self.config = config
+        options = config.options
+        self.options = options if options is not None else STRATEGIES.options(config.name)()
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         # The process group: `runtime.wrap` / `runtime.average` synchronise the ranks (no-ops in

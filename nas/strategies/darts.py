@@ -8,6 +8,7 @@ differentiates through one virtual weight step (Eq. 6-8).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from nas.config import StrategyConfig
+from nas.options import Options
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.strategies.base import STRATEGIES, Batch, Strategy
@@ -27,7 +29,18 @@ ALPHA_NAMES = ("alpha_normal", "alpha_reduce", "beta_normal", "beta_reduce")
 HVP_EPSILON = 0.01  # Eq. 8: epsilon = 0.01 / ||grad_w' L_val||, as in the paper
 
 
-@STRATEGIES.register("darts")
+@dataclass
+class DartsOptions(Options):
+    """DARTS's own settings (the optimisers' are common to every strategy: StrategyConfig)."""
+
+    # 1: first-order alpha gradient; 2: through one virtual weight step (Eq. 6-8), slower.
+    order: int = 1
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [(self.order in (1, 2), "strategy.order must be 1 or 2")]
+
+
+@STRATEGIES.register("darts", options=DartsOptions)
 class Darts(Strategy):
     """DARTS with SGD (momentum, cosine schedule) on weights and Adam on alphas (Sec. 3.1.1)."""
 
@@ -77,7 +90,7 @@ class Darts(Strategy):
     def alpha_step(self, train_batch: Batch, val_batch: Batch) -> None:
         """Update the alphas; weights, BN running stats and the weight optimiser stay untouched."""
         buffers = [b.detach().clone() for b in self.network.buffers()]
-        if self.config.order == 1:
+        if self.options.order == 1:
             images, labels = val_batch
             loss = F.cross_entropy(self.network(images), labels)
             # A sampled mix may leave a cell kind's alphas unused (every edge drew `none`): zeros.

@@ -26,6 +26,7 @@ from typing import Any
 
 from nas.config import all_keys
 from nas.errors import NasError
+from nas.options import option_hint
 
 SAMPLERS = ("random", "grid", "tpe")
 PRUNERS = ("none", "asha", "hyperband")
@@ -239,7 +240,8 @@ def _numeric(where: str, kind: str, decl: dict[str, Any]) -> ParamSpec:
 def _check_against_field(spec: ParamSpec, config_class: type, where: str) -> None:
     """Every value the declaration can produce must be accepted by the config field."""
     section, _, name = spec.key.partition(".")
-    hint = typing.get_type_hints(type(getattr(config_class(), section)))[name]
+    hints = typing.get_type_hints(type(getattr(config_class(), section)))
+    hint = hints[name] if name in hints else option_hint(config_class, section, name)
     options = set(typing.get_args(hint)) or {hint}
     if spec.type == "float" and float not in options:
         raise NasError(f"{where}: {spec.key} is not a float field; declare it as int/categorical")
