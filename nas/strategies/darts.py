@@ -78,6 +78,11 @@ class Darts(Strategy):
         return self.runtime.wrap(self.network, ignore=ALPHA_NAMES, find_unused=self.samples_ops)
 
     @property
+    def order(self) -> int:
+        """The alpha gradient: 1 first order, 2 through a virtual weight step (option `order`)."""
+        return self.options.order
+
+    @property
     def weight_lr(self) -> float:
         """The current weight learning rate (also xi of the virtual step)."""
         return self.weight_optimizer.param_groups[0]["lr"]
@@ -90,7 +95,7 @@ class Darts(Strategy):
     def alpha_step(self, train_batch: Batch, val_batch: Batch) -> None:
         """Update the alphas; weights, BN running stats and the weight optimiser stay untouched."""
         buffers = [b.detach().clone() for b in self.network.buffers()]
-        if self.options.order == 1:
+        if self.order == 1:
             images, labels = val_batch
             loss = F.cross_entropy(self.network(images), labels)
             # A sampled mix may leave a cell kind's alphas unused (every edge drew `none`): zeros.
