@@ -59,10 +59,12 @@ def _torchvision_download(root: Path) -> Path:
         f"no CIFAR-10 batches in {str(root)!r}: expected data_batch_1..5 and test_batch there or "
         f"in its cifar-10-batches-py/ folder (extract {_ARCHIVE} into it)"
     )
+    from nas.optional import optional_import
+
     try:
-        import torchvision
-    except Exception:  # torchvision is optional and may fail to import, not only be missing
-        raise NasError(message) from None
+        torchvision = optional_import("torchvision", "downloading CIFAR-10")
+    except NasError as err:
+        raise NasError(f"{message}; {err}") from None
     try:  # torchvision downloads and verifies the same python-pickle archive
         torchvision.datasets.CIFAR10(str(root), download=True)
     except Exception as err:

@@ -3,7 +3,9 @@
 `Config` configures `nas search`; its defaults are the DARTS paper's CIFAR-10 search settings (Liu
 et al. 2019, Sec. 3.1.1 and App. A.1). `TrainConfig` configures `nas train`; its defaults are the
 paper's CIFAR-10 final training (Sec. 3.3 and App. A.2). Every field can be overridden by dotted
-key, for example `strategy.weight_lr=0.05` or `train.lr=0.05`.
+key, for example `strategy.weight_lr=0.05` or `train.lr=0.05`. The settings of one strategy,
+dataset or AdaNet generator are declared beside it (nas/options.py) and set the same way
+(`strategy.temperature=0.5`); they reach the plugin as `section.options`.
 """
 
 from __future__ import annotations
@@ -37,14 +39,14 @@ INT64_MAX = 2**63 - 1
 
 @dataclass
 class DataConfig:
-    """Dataset and batching.
+    """Dataset and batching; `options` holds the dataset's own settings (its keys are flat in this
+    section: `data.synthetic_samples`, `data.data_dir`).
 
     `batch_size` is per process and per split: a search step uses `batch_size` training images for
     the weight step and `batch_size` validation images for the alpha step.
     """
 
     name: str = "digits"
-    data_dir: str | None = None
     batch_size: int = 64
     # Fraction of the training set that trains the weights; the rest trains the alphas (DARTS: 0.5).
     train_portion: float = 0.5
@@ -52,14 +54,8 @@ class DataConfig:
     augment: bool = False
     # Cutout (DeVries and Taylor 2017): zero one random square of this side per training image.
     cutout: int = 0
-    # Synthetic data only: samples, image side, channels and classes.
-    synthetic_samples: int = 1024
-    synthetic_image_size: int = 32
-    synthetic_channels: int = 3
-    synthetic_classes: int = 10
-    # csv only: the file (header row, numeric feature columns) and the label column's name.
-    data_file: str | None = None
-    target: str | None = None
+    # The selected dataset's options (nas/options.py); None: its defaults, filled on validation.
+    options: Options | None = None
 
 
 @dataclass
@@ -173,6 +169,10 @@ class _Sections:
             raise NasError(f"unknown config key {shorten(key)}{_suggest(key, all_keys(self))}")
 
 
+# The data section's other keys belong to the selected dataset.
+DATASET = PluginSection("nas.data:DATASETS")
+
+
 @dataclass
 class Config(_Sections):
     """A search run's configuration (`nas search`), as written to the run's config.yaml."""
@@ -183,6 +183,7 @@ class Config(_Sections):
     run: RunConfig = field(default_factory=RunConfig)
 
     plugin_sections: ClassVar[dict[str, PluginSection]] = {
+        "data": DATASET,
         "strategy": PluginSection("nas.strategies:STRATEGIES"),
     }
 
@@ -231,6 +232,12 @@ class TrainConfig(_Sections):
     model: NetworkConfig = field(default_factory=NetworkConfig)
     train: TrainingConfig = field(default_factory=TrainingConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=600))
+
+    plugin_sections: ClassVar[dict[str, PluginSection]] = {"data": DATASET}
+    unread: ClassVar[dict[str, str]] = {
+        "data.train_portion": "nas train trains on the whole training split and reports the test "
+        "split (nas search splits off the alphas' share)",
+    }
 
     def resolve(self) -> None:
         """Unset `model.layers` / `model.channels` take the network's paper values."""

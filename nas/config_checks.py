@@ -25,15 +25,6 @@ def check_config(config: _Sections) -> None:
             not (config.run.sync_batchnorm and config.run.device == "cpu"),
             "run.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)",
         ),
-        (config.data.synthetic_samples >= 4, "data.synthetic_samples must be at least 4"),
-        (config.data.synthetic_classes >= 2, "data.synthetic_classes must be at least 2"),
-        (config.data.synthetic_image_size >= 1, "data.synthetic_image_size must be at least 1"),
-        (config.data.synthetic_channels >= 1, "data.synthetic_channels must be at least 1"),
-        (
-            config.data.name == "csv"
-            or (config.data.data_file is None and config.data.target is None),
-            "data.data_file and data.target (--data-file, --target) apply to --dataset csv only",
-        ),
     ]
     checks += options_checks(config)
     own_checks = config.checks()

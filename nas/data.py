@@ -1,13 +1,15 @@
 """Datasets (digits, synthetic, cifar10) as in-memory tensors, splits and seeded loaders.
 
-Every dataset is a builder in the DATASETS registry: `(DataConfig) -> ImageData`. Splits are fixed
-permutations (seed 0), so every run of every command sees the same train/val/test images.
+Every dataset is a builder in the DATASETS registry: `(DataConfig) -> ImageData`; a builder that
+reads settings of its own registers their dataclass (`@DATASETS.register("name", options=...)`,
+see nas/options.py) and reads them as `config.options`. Splits are fixed permutations (seed 0), so
+every run of every command sees the same train/val/test images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from torch.utils.data import (
 
 from nas.config import DataConfig
 from nas.errors import NasError
+from nas.options import Options
 from nas.registry import Registry
 
 _SPLIT_SEED = 0  # fixed: splits never depend on the run's seed
@@ -45,8 +48,12 @@ DATASETS: Registry[Callable[[DataConfig], ImageData]] = Registry("dataset")
 
 
 def load_dataset(config: DataConfig) -> ImageData:
-    """Build the dataset named by `config.name`. Raises NasError for unknown or missing data."""
-    return DATASETS.get(config.name)(config)
+    """Build the dataset named by `config.name` (with its default options if `config.options` is
+    None). Raises NasError for unknown or missing data."""
+    builder = DATASETS.get(config.name)
+    if config.options is None:
+        config = replace(config, options=DATASETS.options(config.name)())
+    return builder(config)
 
 
 def split(dataset: TensorDataset, first_fraction: float) -> tuple[TensorDataset, TensorDataset]:
@@ -97,7 +104,6 @@ def _from_arrays(
 @DATASETS.register("digits")
 def _digits(config: DataConfig) -> ImageData:
     """scikit-learn's handwritten digits: 1797 real 8x8 grey images, 10 classes; 20% held out."""
-    _no_data_dir(config)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -106,17 +112,37 @@ def _digits(config: DataConfig) -> ImageData:
     return _from_arrays(images, labels, test_fraction=0.2, classes=10)
 
 
-@DATASETS.register("synthetic")
+@dataclass
+class SyntheticOptions(Options):
+    """The size of the synthetic dataset (`data.synthetic_samples=...`)."""
+
+    # Samples in all (train and test together).
+    synthetic_samples: int = 1024
+    # Side of the square images.
+    synthetic_image_size: int = 32
+    synthetic_channels: int = 3
+    synthetic_classes: int = 10
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.synthetic_samples >= 4, "data.synthetic_samples must be at least 4"),
+            (self.synthetic_classes >= 2, "data.synthetic_classes must be at least 2"),
+            (self.synthetic_image_size >= 1, "data.synthetic_image_size must be at least 1"),
+            (self.synthetic_channels >= 1, "data.synthetic_channels must be at least 1"),
+        ]
+
+
+@DATASETS.register("synthetic", options=SyntheticOptions)
 def _synthetic(config: DataConfig) -> ImageData:
     """Random images labelled by a fixed random linear teacher on pooled pixels (learnable)."""
-    _no_data_dir(config)
+    options = config.options
     generator = torch.Generator().manual_seed(1234)
-    size, channels = config.synthetic_image_size, config.synthetic_channels
-    images = torch.randn(config.synthetic_samples, channels, size, size, generator=generator)
+    size, channels = options.synthetic_image_size, options.synthetic_channels
+    images = torch.randn(options.synthetic_samples, channels, size, size, generator=generator)
     pooled = torch.nn.functional.adaptive_avg_pool2d(images, 2).flatten(1)
-    teacher = torch.randn(pooled.shape[1], config.synthetic_classes, generator=generator)
+    teacher = torch.randn(pooled.shape[1], options.synthetic_classes, generator=generator)
     labels = (pooled @ teacher).argmax(dim=1)
-    return _from_arrays(images, labels, test_fraction=0.2, classes=config.synthetic_classes)
+    return _from_arrays(images, labels, test_fraction=0.2, classes=options.synthetic_classes)
 
 
 def _tabular(features: torch.Tensor, labels: torch.Tensor, classes: int) -> ImageData:
@@ -127,7 +153,6 @@ def _tabular(features: torch.Tensor, labels: torch.Tensor, classes: int) -> Imag
 @DATASETS.register("breast_cancer")
 def _breast_cancer(config: DataConfig) -> ImageData:
     """scikit-learn's breast cancer data: 569 samples, 30 features, binary; 20% held out."""
-    _no_data_dir(config)
     from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer()
@@ -135,35 +160,48 @@ def _breast_cancer(config: DataConfig) -> ImageData:
     return _tabular(features, torch.tensor(data.target, dtype=torch.long), classes=2)
 
 
-@DATASETS.register("csv")
+@dataclass
+class CsvOptions(Options):
+    """The user's CSV table."""
+
+    # The file (--data-file): a header row, then numeric feature columns and the label column.
+    data_file: str | None = None
+    # The label column's name (--target).
+    target: str | None = None
+
+
+@DATASETS.register("csv", options=CsvOptions)
 def _csv(config: DataConfig) -> ImageData:
     """The user's table: a header row, numeric feature columns and a label column (`target`,
     any values, read as class names in sorted order); 20% held out.
     """
     from nas.csv_table import read_table
 
-    _no_data_dir(config)
-    if config.data_file is None or config.target is None:
+    options = config.options
+    if options.data_file is None or options.target is None:
         raise NasError("--dataset csv needs --data-file FILE and --target COLUMN (the label)")
-    path = Path(config.data_file)
-    features, labels, classes = read_table(path, config.target)
+    path = Path(options.data_file)
+    features, labels, classes = read_table(path, options.target)
     try:
         return _tabular(features, labels, len(classes))
     except NasError as err:
         raise NasError(f"{path}: {err}") from None
 
 
-def _no_data_dir(config: DataConfig) -> None:
-    if config.data_dir is not None:
-        raise NasError(f"--data-dir applies to cifar10 only; dataset {config.name!r} needs none")
+@dataclass
+class Cifar10Options(Options):
+    """Where CIFAR-10 is."""
+
+    # The folder holding the python-pickle batches (--data-dir); it must be given.
+    data_dir: str | None = None
 
 
-@DATASETS.register("cifar10")
+@DATASETS.register("cifar10", options=Cifar10Options)
 def _cifar10(config: DataConfig) -> ImageData:
     """CIFAR-10 from `data_dir`: the python-pickle batches (data_batch_1..5, test_batch)."""
     from nas.cifar import MEAN, STD, read_cifar10
 
-    (train_images, train_labels), (test_images, test_labels) = read_cifar10(config.data_dir)
+    (train_images, train_labels), (test_images, test_labels) = read_cifar10(config.options.data_dir)
     return ImageData(
         train=TensorDataset(_normalised(train_images, MEAN, STD), train_labels),
         test=TensorDataset(_normalised(test_images, MEAN, STD), test_labels),

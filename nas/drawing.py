@@ -10,6 +10,7 @@ import numpy as np
 
 from nas.errors import NasError
 from nas.genotype import CELL_KINDS, CellGenotype, Genotype
+from nas.optional import optional_import
 from nas.spaces import NUM_INPUT_NODES
 
 _warned = False
@@ -66,8 +67,9 @@ def _draw_cell(ax: object, cell: CellGenotype, title: str) -> None:
 def genotype_figure(genotype: Genotype) -> object:
     """A matplotlib Figure (Agg canvas, no pyplot state) with the normal and the reduction cell.
 
-    Raises ImportError without matplotlib.
+    Raises NasError without matplotlib.
     """
+    optional_import("matplotlib", "drawing a genotype")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -84,17 +86,12 @@ def genotype_picture(genotype: Genotype) -> np.ndarray | None:
     """The cells as an RGB array (HWC, uint8), or None (with one warning) without matplotlib."""
     global _warned
     try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+        figure = genotype_figure(genotype)
+    except NasError as err:
         if not _warned:
-            warnings.warn(
-                "matplotlib is not installed, so TensorBoard gets the genotype as text only; "
-                "pip install 'nasforge[plot]' for pictures",
-                stacklevel=2,
-            )
+            warnings.warn(f"{err}; TensorBoard gets the genotype as text only", stacklevel=2)
             _warned = True
         return None
-    figure = genotype_figure(genotype)
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
@@ -129,13 +126,7 @@ def save_genotype_png(genotype: Genotype, path: Path) -> None:
             f"--out {path} already exists and is not a drawing nasforge made; nasforge does not "
             "replace it: choose another file name"
         )
-    try:
-        figure = genotype_figure(genotype)
-    except ImportError:
-        raise NasError(
-            "drawing needs matplotlib: pip install 'nasforge[plot]' (the text summary above "
-            "needs nothing)"
-        ) from None
+    figure = genotype_figure(genotype)
     from nas.io import atomic_write
 
     try:

@@ -213,13 +213,10 @@ def _exported(network: torch.nn.Module, example: torch.Tensor, check: torch.Tens
 
 def _onnx(network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor,
           path: Path) -> torch.Tensor:  # fmt: skip
-    try:
-        import onnxruntime
-        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
-    except ImportError:
-        raise NasError(
-            "ONNX export needs onnx, onnxscript and onnxruntime: pip install 'nasforge[onnx]'"
-        ) from None
+    from nas.optional import optional_import
+
+    optional_import("onnxscript", "ONNX export")  # torch's ONNX exporter imports it
+    onnxruntime = optional_import("onnxruntime", "ONNX export")
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(
         network, (example,), dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"],

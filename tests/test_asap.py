@@ -254,7 +254,7 @@ def test_killed_after_pruning_and_resumed_matches_uninterrupted(tmp_path) -> Non
         assert torch.equal(states[0][key], states[1][key]), key
 
 
-def test_strategy_options_are_saved_in_config_yaml_and_read_back_on_resume(tmp_path, capsys):
+def test_plugin_options_are_saved_in_config_yaml_and_read_back_on_resume(tmp_path, capsys):
     run = str(tmp_path / "run")
     tiny = ["--dataset", "synthetic", "--space", "tiny", "--layers", "3", "--channels", "4"]
     tiny += ["--batch-size", "4", "--epochs", "1", "--set", "data.synthetic_samples=32"]
@@ -263,6 +263,8 @@ def test_strategy_options_are_saved_in_config_yaml_and_read_back_on_resume(tmp_p
     assert main(["search", "--strategy", "asap", *tiny, *options, "--out", run]) == 0
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["strategy"]
     assert (saved["temperature"], saved["temperature_decay"], saved["order"]) == (1.2, 0.5, 1)
+    data = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
+    assert (data["synthetic_samples"], data["synthetic_image_size"]) == (32, 8)
     # The resumed config is the saved one: a default temperature would count as a change.
     assert main(["search", "--out", run, "--resume"]) == 0
     changed = ["--set", "strategy.temperature=1.3"]

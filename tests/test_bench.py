@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from nas.cli import main
 
 
@@ -21,17 +23,31 @@ def test_bench_supernet_prints_one_json_line(capsys) -> None:
 def test_bench_supernet_second_order_and_amp_run(capsys) -> None:
     args = ["bench", "supernet", "--size", "8", "--channels", "2", "--layers", "3",
             "--batch", "4", "--iterations", "1", "--warmup", "0", "--order", "2", "--amp",
-            "--device", "cpu", "--path", "fast", "--channels-last"]  # fmt: skip
+            "--device", "cpu", "--path", "reference", "--channels-last"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "order 2" in out and "bf16 autocast" in out and "images/s" in out
-    assert "channels-last" in out and "fast path" in out
+    assert "channels-last" in out and "reference path" in out
 
 
 def test_bench_supernet_rejects_a_batch_of_one(capsys) -> None:
     assert main(["bench", "supernet", "--batch", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["nas: error: --batch must be at least 2 (BatchNorm needs it)"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "--channels-last applies to --path reference only"),
+        (["--path", "fast"], "--channels-last applies to --path reference only"),
+        (["--compare"], "--channels-last does not go with --compare"),
+    ],
+)
+def test_bench_supernet_refuses_channels_last_where_it_does_nothing(capsys, extra, message) -> None:
+    assert main(["bench", "supernet", "--channels-last", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"nas: error: {message}")
 
 
 def _bench_json(capsys, *extra: str) -> dict:

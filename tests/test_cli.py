@@ -89,6 +89,49 @@ def test_config_file_and_set_override(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        (
+            # A strategy's own option, a --set override and a flag; no torchrun for a print.
+            "search",
+            ["--strategy", "asap", "--set", "strategy.temperature=2.5", "--epochs", "3"]
+            + ["--nproc-per-node", "2"],
+            {"strategy.name": "asap", "strategy.temperature": 2.5, "run.epochs": 3},
+        ),
+        (
+            "train",
+            ["--genotype", "DARTS_V2", "--lr", "0.1", "--set", "data.cutout=0"],
+            {"model.genotype": "DARTS_V2", "train.lr": 0.1, "data.cutout": 0},
+        ),
+        (
+            "grow",
+            ["--force-grow", "--set", "adanet.widths=[8]"],
+            {"adanet.force_grow": True, "adanet.widths": [8]},
+        ),
+    ],
+)
+def test_print_config_prints_the_resolved_config_and_writes_nothing(
+    tmp_path, capsys, monkeypatch, command: str, args: list, expected: dict
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text("run:\n  seed: 7\n")
+    assert main([command, "--config", "c.yaml", *args, "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["run"]["seed"] == 7  # from the --config file
+    for key, value in expected.items():
+        section, name = key.split(".")
+        assert printed[section][name] == value, key
+    assert [p.name for p in tmp_path.iterdir()] == ["c.yaml"]
+
+
+def test_print_config_refusals(tmp_path, capsys) -> None:
+    assert main(["train", "--genotype", "DARTS_V2", "--summary", "--print-config"]) == 2
+    assert "--print-config and --summary both print" in capsys.readouterr().err
+    assert main(["search", "--set", "model.layers=three", "--print-config"]) == 2
+    assert "expected int, got 'three'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--strategy", "enas"], "unknown strategy 'enas'; choose one of: asap, darts"),
@@ -96,7 +139,7 @@ def test_config_file_and_set_override(tmp_path) -> None:
         (["--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["--set", "strategy.weight_rl=0.1"], "did you mean 'strategy.weight_lr'"),
         (["--set", "model.layers=three"], "expected int, got 'three'"),
-        (["--data-dir", "/tmp"], "--data-dir applies to cifar10 only"),
+        (["--data-dir", "/tmp"], "data.data_dir does nothing here"),
         (["--set", "data.train_portion=1.5"], "data.train_portion must be between 0 and 1"),
         (["--layers", "2"], "use at least 3 layers"),
         (["--batch-size", "1000"], "lower --batch-size"),
@@ -121,6 +164,12 @@ def test_existing_run_is_never_overwritten_and_resume_must_match(tmp_path, capsy
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
     assert main(["search", "--out", str(tmp_path / "r"), "--resume", "--order", "2"]) == 2
     assert "changes strategy.order" in capsys.readouterr().err
+    files = sorted((tmp_path / "r").rglob("*"))
+    resumed = ["search", "--out", str(tmp_path / "r"), "--resume", "--device", "cpu"]
+    assert main([*resumed, "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["space"] == "tiny" and printed["run"]["device"] == "cpu"
+    assert sorted((tmp_path / "r").rglob("*")) == files
     assert main(["search", "--out", str(tmp_path / "empty"), "--resume"]) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
     assert main(["search", "--resume"]) == 2

@@ -4,6 +4,7 @@ import pytest
 
 from nas.config import Config, all_keys, apply_dict, load_yaml, parse_assignment, validate
 from nas.errors import NasError
+from tests.conftest import assert_refused
 
 
 def test_defaults_are_the_darts_paper_settings() -> None:
@@ -23,10 +24,11 @@ def test_set_converts_and_checks_types() -> None:
     assert config.strategy.weight_lr == 0.001
     config.set(*parse_assignment("strategy.alpha_betas=[0.9, 0.99]"))
     assert config.strategy.alpha_betas == [0.9, 0.99]
+    config.set("data.name", "cifar10")
     config.set(*parse_assignment("data.data_dir=/tmp/x"))
-    assert config.data.data_dir == "/tmp/x"
+    assert config.to_dict()["data"]["data_dir"] == "/tmp/x"
     config.set("data.data_dir", None)
-    assert config.data.data_dir is None
+    assert config.to_dict()["data"]["data_dir"] is None
     with pytest.raises(NasError, match="config key 'model.layers': expected int, got 'many'"):
         config.set(*parse_assignment("model.layers=many"))
     with pytest.raises(NasError, match="expected int, got 2.5"):
@@ -40,6 +42,8 @@ def test_unknown_keys_suggest_the_closest() -> None:
         NasError, match="unknown config key 'strategy.weight_rl'; did you mean 'strategy.weight_lr'"
     ):
         Config().set("strategy.weight_rl", 1.0)
+    with pytest.raises(NasError, match="did you mean 'strategy.temperature'"):
+        Config().set("strategy.temperatur", 1.0)  # a strategy's option, misspelt
     with pytest.raises(NasError, match="unknown config key 'nothing'"):
         Config().set("nothing", 1)
     with pytest.raises(NasError, match="--set expects key=value"):
@@ -103,3 +107,36 @@ def test_train_config_defaults_are_the_papers_and_resolve_by_network() -> None:
     config.train.lr_min = 1.0
     with pytest.raises(NasError, match="train.lr_min"):
         validate(config)
+
+
+# A setting that the chosen plugin or command does not read, set on the command line or in a
+# --config file: refused in one line that names the key (a default is never refused).
+NO_EFFECT_CASES = {
+    "asap_option_with_darts": ("search --set strategy.temperature=1.0", "strategy.temperature"),
+    "asap_option_at_its_default": ("search --set strategy.temperature=1.6", "strategy.temperature"),
+    "asap_option_in_yaml": ("search --config asap.yaml", "strategy.grace_temperature"),
+    "synthetic_option_with_digits": (
+        "search --set data.synthetic_samples=64",
+        "data.synthetic_samples",
+    ),
+    "data_dir_with_synthetic": ("search --dataset synthetic --data-dir d", "data.data_dir"),
+    "data_file_with_digits": ("grow --data-file t.csv", "data.data_file"),
+    "target_with_digits": ("grow --target label", "data.target"),
+    "train_portion_in_train": (
+        "train --genotype DARTS_V2 --set data.train_portion=0.7",
+        "data.train_portion",
+    ),
+    "mlp_option_with_cnn": ("grow --generator cnn --set adanet.widths=[8]", "adanet.widths"),
+    "cnn_option_with_mlp": ("grow --set adanet.cnn_channels=4", "adanet.cnn_channels"),
+    "augment_in_grow": ("grow --set data.augment=true", "data.augment"),
+    "cutout_in_grow": ("grow --set data.cutout=4", "data.cutout"),
+}
+
+
+@pytest.mark.parametrize("argv,key", NO_EFFECT_CASES.values(), ids=NO_EFFECT_CASES.keys())
+def test_a_setting_that_would_do_nothing_is_refused(tmp_path, argv: str, key: str) -> None:
+    (tmp_path / "asap.yaml").write_text("strategy:\n  grace_temperature: 0.5\n")
+    # --epochs 0 is refused too, after: a setting let through fails fast, on another message.
+    args = [*argv.split(), "--epochs", "0", "--out", "run"]
+    line = assert_refused(*args, cwd=tmp_path, contains=f"{key} does nothing here")
+    assert line.endswith("remove it") or "remove it, or set" in line

@@ -68,10 +68,12 @@ def test_csv_path_that_is_no_file_is_refused(tmp_path, kind: str) -> None:
 
 def test_good_csv_still_loads(tmp_path) -> None:
     from nas.config import DataConfig
-    from nas.data import load_dataset
+    from nas.data import CsvOptions, load_dataset
 
     (tmp_path / "t.csv").write_text("a,b,label\n" + _rows(20))
-    config = DataConfig(name="csv", data_file=str(tmp_path / "t.csv"), target="label")
+    config = DataConfig(
+        name="csv", options=CsvOptions(data_file=str(tmp_path / "t.csv"), target="label")
+    )
     data = load_dataset(config)
     assert (data.in_channels, data.num_classes, len(data.train) + len(data.test)) == (2, 2, 20)
 
@@ -141,10 +143,12 @@ def test_missing_or_truncated_cifar_batch_is_refused(tmp_path, fault: str) -> No
 
 def test_good_cifar_batches_load(tmp_path) -> None:
     from nas.config import DataConfig
-    from nas.data import load_dataset
+    from nas.data import Cifar10Options, load_dataset
 
     _write_cifar(tmp_path / "cifar")
-    data = load_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path / "cifar")))
+    data = load_dataset(
+        DataConfig(name="cifar10", options=Cifar10Options(data_dir=str(tmp_path / "cifar")))
+    )
     assert data.train.tensors[0].shape == (20, 3, 32, 32) and len(data.test) == 4
 
 

@@ -51,3 +51,51 @@ def test_import_nas_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_commands_share_the_runner_and_nothing_below_imports_the_cli() -> None:
+    cli = ROOT / "nas" / "cli"
+    shared = {"nas.cli.flags", "nas.cli.runner"}
+    for path in cli.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        # a command module reaches other commands' code only through the shared modules
+        used = {
+            ".".join(m.split(".")[:3]) for m in _imported_modules(path) if m.startswith("nas.cli.")
+        }
+        assert used <= shared | {f"nas.cli.{path.stem}"}, path.name
+    # below the CLI only `nas tune` runs commands, through the runner
+    allowed = {"nas/__main__.py", "nas/tune/run.py", "nas/tune/trial.py"}
+    importers = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "nas").rglob("*.py")
+        if cli not in p.parents
+        and any(m.split(".")[:2] == ["nas", "cli"] for m in _imported_modules(p))
+    }
+    assert importers <= allowed
+    tune_imports = set().union(
+        *(_imported_modules(ROOT / p) for p in allowed - {"nas/__main__.py"})
+    )
+    assert all(m.startswith("nas.cli.runner") for m in tune_imports if m.startswith("nas.cli"))
+
+
+def test_cli_modules_stay_small() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "nas" / "cli").glob("*.py")}
+    assert max(sizes.values()) <= 400, sizes
+
+
+def test_import_cli_is_light() -> None:
+    code = "import sys, nas.cli; print([m for m in ('torch', 'optuna') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

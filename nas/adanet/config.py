@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from nas.config import DataConfig, RunConfig, _Sections
-from nas.errors import NasError
+from nas.config import DATASET, DataConfig, RunConfig, _Sections
+from nas.options import Options, PluginSection
 
 SCHEDULES = ("sync", "async")
 MIXTURES = ("scalar", "vector")
@@ -22,16 +23,9 @@ class AdaNetConfig:
     generator: str = "mlp"
     # At most this many iterations, each adding at most one subnetwork.
     iterations: int = 3
-    # MLP generator: hidden width of the candidates; one (same depth, depth + 1) pair per width.
-    widths: list[int] = field(default_factory=lambda: [128])
     # Depth (hidden layers, or cells for cnn) of the shallower candidate of the first iteration;
     # unset: 1 for mlp, the fewest cells the genotype's space allows for cnn (3 for darts).
     initial_depth: int | None = None
-    # MLP only: a new subnetwork also reads the last hidden layer of every earlier member.
-    reuse_hidden: bool = False
-    # cnn only: the cells' genotype (published name, genotype.json or search run dir), channels.
-    cnn_genotype: str = "DARTS_V2"
-    cnn_channels: int = 8
     # scalar: one mixture weight per member; vector: one per member and class.
     mixture: str = "scalar"
     # lambda and beta of the objective.
@@ -51,6 +45,8 @@ class AdaNetConfig:
     schedule: str = "sync"
     # async only: shares left idle train the next iteration's candidates, guessing the leader.
     forecast: bool = True
+    # The selected generator's options (nas/options.py); None: its defaults, filled on validation.
+    options: Options | None = None
 
 
 @dataclass
@@ -61,19 +57,27 @@ class GrowConfig(_Sections):
     adanet: AdaNetConfig = field(default_factory=AdaNetConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=20))
 
+    plugin_sections: ClassVar[dict[str, PluginSection]] = {
+        "data": DATASET,
+        "adanet": PluginSection("nas.adanet.generators:GENERATORS", selector="generator"),
+    }
+    # Candidates and mixture weights train on the samples as they are (many are tabular).
+    unread: ClassVar[dict[str, str]] = {
+        key: "nas grow trains its candidates without augmentation"
+        for key in ("data.augment", "data.cutout")
+    }
+
     def checks(self) -> list[tuple[bool, str]]:
-        """Range and compatibility checks of the adanet section. Raises NasError for an unknown
-        generator or an unreadable adanet.cnn_genotype."""
-        ada, defaults = self.adanet, AdaNetConfig()
-        _check_generator(ada)
+        """Range and compatibility checks of the adanet section (the generator's own options
+        check themselves)."""
+        ada = self.adanet
+        reuse_hidden = getattr(ada.options, "reuse_hidden", False)
         return [
             (ada.iterations >= 1, "adanet.iterations must be at least 1"),
-            (bool(ada.widths) and min(ada.widths) >= 1, "adanet.widths must be positive widths"),
             (
                 ada.initial_depth is None or ada.initial_depth >= 1,
                 "adanet.initial_depth must be at least 1",
             ),
-            (ada.cnn_channels >= 1, "adanet.cnn_channels must be at least 1"),
             (ada.mixture in MIXTURES, "adanet.mixture must be scalar or vector"),
             (ada.complexity_weight >= 0, "adanet.complexity_weight must be 0 or positive"),
             (ada.complexity_bias >= 0, "adanet.complexity_bias must be 0 or positive"),
@@ -86,21 +90,7 @@ class GrowConfig(_Sections):
                 "adanet.forecast applies to --schedule async only; remove it or use async",
             ),
             (
-                not (ada.reuse_hidden and ada.generator != "mlp"),
-                "adanet.reuse_hidden applies to the mlp generator only",
-            ),
-            (
-                ada.generator == "mlp" or ada.widths == defaults.widths,
-                "adanet.widths applies to the mlp generator only",
-            ),
-            (
-                ada.generator == "cnn"
-                or (ada.cnn_genotype, ada.cnn_channels)
-                == (defaults.cnn_genotype, defaults.cnn_channels),
-                "adanet.cnn_genotype and adanet.cnn_channels apply to the cnn generator only",
-            ),
-            (
-                not (ada.schedule == "async" and ada.forecast and ada.reuse_hidden),
+                not (ada.schedule == "async" and ada.forecast and reuse_hidden),
                 "async forecasting cannot be combined with adanet.reuse_hidden (a forecast "
                 "candidate would read a leader that is still training); set "
                 "adanet.forecast=false or adanet.reuse_hidden=false",
@@ -110,16 +100,3 @@ class GrowConfig(_Sections):
                 "async forecasting needs run.epochs >= 2 (the leader is known after epoch 1)",
             ),
         ]
-
-
-def _check_generator(ada: AdaNetConfig) -> None:
-    from nas.adanet.generators import GENERATORS  # needs torch: imported when checked
-
-    GENERATORS.get(ada.generator)
-    if ada.generator == "cnn":
-        from nas.published import load_genotype
-
-        try:
-            load_genotype(ada.cnn_genotype)
-        except NasError as err:
-            raise NasError(f"adanet.cnn_genotype: {err}") from None

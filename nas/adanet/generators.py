@@ -3,13 +3,15 @@
 A generator proposes the candidate architectures of each iteration and builds them. An
 architecture is a plain JSON-ready dict (stored in ensemble.json), validated by its generator.
 To add one, subclass `SubnetworkGenerator` in a module of this package and decorate it with
-`@GENERATORS.register("name")`; tests/test_adanet.py runs every registered generator.
+`@GENERATORS.register("name", options=NameOptions)`, where `NameOptions` is the dataclass of the
+settings it reads (nas/options.py; its fields are `adanet.<field>` keys, read as
+`self.options`); tests/test_adanet.py runs every registered generator.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 
 from nas.adanet.config import AdaNetConfig
 from nas.errors import NasError, shorten
+from nas.options import Options
 from nas.registry import Registry
 
 
@@ -61,6 +64,8 @@ class SubnetworkGenerator:
     def __init__(self, config: AdaNetConfig, shape: DataShape) -> None:
         self.config = config
         self.shape = shape
+        options = config.options
+        self.options = options if options is not None else GENERATORS.options(config.generator)()
 
     def propose(self, members: list[dict], reports: list[dict]) -> list[dict]:
         """The candidate architectures of the next iteration (at least one, no repeats)."""
@@ -133,7 +138,21 @@ class MLPSubnetwork(Subnetwork):
         return self.head(hidden), hidden
 
 
-@GENERATORS.register("mlp")
+@dataclass
+class MLPOptions(Options):
+    """The mlp generator's candidates."""
+
+    # Hidden width of the candidates; one (same depth, depth + 1) pair per width.
+    widths: list[int] = field(default_factory=lambda: [128])
+    # A new subnetwork also reads the last hidden layer of every earlier member.
+    reuse_hidden: bool = False
+
+    def checks(self) -> list[tuple[bool, str]]:
+        widths = self.widths
+        return [(bool(widths) and min(widths) >= 1, "adanet.widths must be positive widths")]
+
+
+@GENERATORS.register("mlp", options=MLPOptions)
 class MLPGenerator(SubnetworkGenerator):
     """For each width: one candidate as deep as the newest member and one a layer deeper
     (`initial_depth` and `initial_depth + 1` in the first iteration).
@@ -141,10 +160,10 @@ class MLPGenerator(SubnetworkGenerator):
 
     def propose(self, members: list[dict], reports: list[dict]) -> list[dict]:
         depth = members[-1]["depth"] if members else self.config.initial_depth or 1
-        reads = list(range(len(members))) if self.config.reuse_hidden else []
+        reads = list(range(len(members))) if self.options.reuse_hidden else []
         return [
             {"kind": "mlp", "depth": d, "width": width, "reads": reads}
-            for width in dict.fromkeys(self.config.widths)
+            for width in dict.fromkeys(self.options.widths)
             for d in (depth, depth + 1)
         ]
 
@@ -193,7 +212,27 @@ class CNNSubnetwork(Subnetwork):
         return self.head(hidden), hidden
 
 
-@GENERATORS.register("cnn")
+@dataclass
+class CNNOptions(Options):
+    """The cnn generator's cells."""
+
+    # The cells' genotype: a published name, a genotype.json or a search run directory.
+    cnn_genotype: str = "DARTS_V2"
+    # Initial channels of the cell networks.
+    cnn_channels: int = 8
+
+    def checks(self) -> list[tuple[bool, str]]:
+        from nas.published import load_genotype
+
+        try:
+            load_genotype(self.cnn_genotype)
+            readable = (True, "")
+        except NasError as err:
+            readable = (False, f"adanet.cnn_genotype: {err}")
+        return [(self.cnn_channels >= 1, "adanet.cnn_channels must be at least 1"), readable]
+
+
+@GENERATORS.register("cnn", options=CNNOptions)
 class CNNGenerator(SubnetworkGenerator):
     """Cell networks of one genotype (`adanet.cnn_genotype`, e.g. a searched one): one candidate
     with as many cells as the newest member and one with a cell more (`initial_depth`, by
@@ -212,7 +251,7 @@ class CNNGenerator(SubnetworkGenerator):
             )
         from nas.spaces import get_space
 
-        genotype = load_genotype(config.cnn_genotype)
+        genotype = load_genotype(self.options.cnn_genotype)
         self.genotype = genotype.to_dict()
         space = get_space(genotype.space)
         self.first_depth = config.initial_depth
@@ -222,7 +261,7 @@ class CNNGenerator(SubnetworkGenerator):
     def propose(self, members: list[dict], reports: list[dict]) -> list[dict]:
         cells = members[-1]["depth"] if members else self.first_depth
         return [
-            {"kind": "cnn", "depth": d, "channels": self.config.cnn_channels,
+            {"kind": "cnn", "depth": d, "channels": self.options.cnn_channels,
              "genotype": self.genotype, "reads": []}
             for d in (cells, cells + 1)
         ]  # fmt: skip

@@ -4,7 +4,7 @@ To make another command tunable (for example `nas grow`), register a `TunableCom
 
     @TUNABLE_COMMANDS.register("grow")
     def _grow() -> TunableCommand:
-        from nas.config import GrowConfig
+        from nas.adanet.config import GrowConfig
 
         return TunableCommand(GrowConfig, lambda tune: ("val_acc", "val_loss"), _build_grow)
 

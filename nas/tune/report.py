@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nas.errors import NasError
 from nas.io import atomic_write_text
+from nas.optional import optional_import
 from nas.tune.study import ERROR_ATTR, counted_trials, import_optuna
 
 
@@ -110,12 +112,12 @@ def plot_best_value(path: Path, study: Any, metric: str) -> bool:
     study's first trial. False (nothing written) without matplotlib or completed trials.
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        matplotlib = optional_import("matplotlib", "the study plot")
+    except NasError:
         return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     trials = [t for t in counted_trials(study) if t.state.name == "COMPLETE"]
     if not trials:
         return False

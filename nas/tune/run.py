@@ -41,13 +41,14 @@ class _Plan:
     study_name: str
     out: Path
     device: str
+    sync_batchnorm: bool
     # The pruners' budget; None when the epochs are themselves tuned.
     max_epochs: int | None
 
 
-def plan(args: argparse.Namespace) -> _Plan:
-    """Read the config and flags; check the command config and the search space. Raises
-    NasError.
+def plan(args: argparse.Namespace, flag_settings: list[tuple[str, Any]]) -> _Plan:
+    """Read the config, --set and the flags that set config keys (`flag_settings`: key, value);
+    check the command config and the search space. Raises NasError.
     """
     if not args.config:
         raise NasError("nas tune needs --config FILE with a tune: section (see docs/tuning.md)")
@@ -65,11 +66,11 @@ def plan(args: argparse.Namespace) -> _Plan:
             set_tune_value(tune, key.removeprefix("tune."), value)
         else:
             overrides.append(text)
-    for name in ("trials", "sampler", "pruner", "timeout"):
-        if getattr(args, name) is not None:
-            set_tune_value(tune, name, getattr(args, name))
-    if args.device is not None:
-        overrides.append(f"run.device={args.device}")
+    for key, value in flag_settings:  # flags override --set
+        if key.startswith("tune."):
+            set_tune_value(tune, key.removeprefix("tune."), value)
+        else:
+            overrides.append(f"{key}={value}")
     if tune.command != command_name:
         raise NasError("tune.command chooses the config's sections: set it in the --config file")
     if tune.sampler == "grid":
@@ -89,16 +90,27 @@ def plan(args: argparse.Namespace) -> _Plan:
     out = Path(args.out or f"runs/tune-{study_name}")
     check_study_folder(out)
     max_epochs = None if "run.epochs" in tune.params else config.run.epochs
-    return _Plan(command, tune, base, overrides, metric, direction, study_name, out,
-                 config.run.device, max_epochs)  # fmt: skip
+    return _Plan(
+        command,
+        tune,
+        base,
+        overrides,
+        metric,
+        direction,
+        study_name,
+        out,
+        config.run.device,
+        config.run.sync_batchnorm,
+        max_epochs,
+    )
 
 
-def tune_main(args: argparse.Namespace) -> int:
-    """Run `nas tune`; its exit status."""
-    from nas.runtime import init_runtime
+def tune_main(args: argparse.Namespace, flag_settings: list[tuple[str, Any]]) -> int:
+    """Run `nas tune` (see `plan` for `flag_settings`); its exit status."""
+    from nas.cli.runner import start_runtime
 
-    setup = plan(args)
-    runtime = init_runtime(setup.device)
+    setup = plan(args, flag_settings)
+    runtime = start_runtime(setup.device, setup.sync_batchnorm)
     with runtime.until_done():
         study = _open(setup, args) if runtime.is_main else None
         return _loop(setup, study, runtime)
@@ -264,6 +276,7 @@ def _check_tune_yaml(setup: _Plan) -> None:
     """First run: write tune.yaml. Later runs (resume, other workers): refuse a changed config."""
     import yaml
 
+    from nas.cli.runner import changed_keys
     from nas.config import load_yaml as read
     from nas.io import atomic_write_text
 
@@ -276,12 +289,7 @@ def _check_tune_yaml(setup: _Plan) -> None:
         atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
         return
     saved = read(path) or {}
-    changed = [
-        f"{section}.{key}"
-        for section, values in data.items()
-        for key, value in values.items()
-        if saved.get(section, {}).get(key) != value and f"{section}.{key}" not in RESUMABLE_CHANGES
-    ]
+    changed = changed_keys(saved, data, RESUMABLE_CHANGES)
     if changed:
         raise NasError(
             f"{setup.out} holds a study started with another configuration (changed: "

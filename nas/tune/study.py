@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError, shorten
+from nas.optional import optional_import
 from nas.tune.config import ParamSpec, TuneConfig
 
 # Every grid point is a queued trial in the storage: beyond this a study is not practical.
@@ -23,13 +24,7 @@ HOST_ATTR, PID_ATTR, ERROR_ATTR, RETRY_ATTR = "host", "pid", "error", "retry_of"
 
 def import_optuna() -> Any:
     """The optuna module. Raises NasError saying how to install it."""
-    try:
-        import optuna
-    except ImportError:
-        raise NasError(
-            "nas tune needs optuna: install the hpo extra: pip install 'nasforge[hpo]'"
-        ) from None
-    return optuna
+    return optional_import("optuna", "nas tune")
 
 
 def make_storage(storage: str | None, out: Path) -> tuple[Any, str]:

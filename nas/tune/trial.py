@@ -4,11 +4,12 @@ epoch's metric to the study. Runs on every process of a DDP trial; only rank 0 t
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
 
-from nas.config import apply_dict, parse_assignment, validate
+from nas.config import parse_assignment
 from nas.errors import NasError
 from nas.tune.commands import TunableCommand
 from nas.tune.config import ParamSpec, TuneConfig
@@ -24,15 +25,12 @@ def trial_config(
     """The command's config: `base` sections < `--set` overrides < the trial's `params`, checked
     and resolved. Raises NasError (a sampled combination the command refuses).
     """
-    config = command.config_class()
-    apply_dict(config, base, "--config")
-    for text in overrides:
-        config.set(*parse_assignment(text))
-    for key, value in params.items():
-        config.set(key, value)
-    validate(config)
-    config.resolve()
-    return config
+    from nas.cli.runner import build_config
+
+    overrides_then_params = itertools.chain(
+        (parse_assignment(text) for text in overrides), params.items()
+    )
+    return build_config(command.config_class, [(base, "--config")], overrides_then_params)
 
 
 def suggest(trial: Any, specs: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -93,10 +91,9 @@ def run_trial(
 
     Raises TrialPruned when the pruner stops it, and whatever the run raises.
     """
-    from nas.logging import RunLogger
+    from nas.cli.runner import engine_epochs
     from nas.ownership import write_marker
     from nas.rundir import write_config
-    from nas.runtime import Engine
     from nas.runtime.checkpoint import seed_everything
 
     config.run.out = str(run_dir)
@@ -105,9 +102,4 @@ def run_trial(
         write_marker(run_dir, tune.command)  # a run of that command, as `nas COMMAND` makes
         write_config(config, run_dir, runtime.world_size)
     task = command.build(config, runtime, run_dir, tune)
-    logger = RunLogger(run_dir, enabled=runtime.is_main)
-    engine = Engine(task, runtime, logger, run_dir, config.run.epochs, epoch_hooks=[reporter])
-    try:
-        return engine.run(0)
-    finally:
-        logger.close()
+    return engine_epochs(task, runtime, run_dir, config.run.epochs, epoch_hooks=[reporter])

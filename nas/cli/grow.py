@@ -1,0 +1,117 @@
+"""`nas grow`: grow an ensemble of subnetworks (AdaNet)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from nas.cli import flags, runner
+from nas.cli.flags import Flag
+
+FLAGS = (
+    flags.DATASET.with_help("digits, synthetic, breast_cancer or csv"),
+    Flag("--data-file", "data.data_file", "csv only: the table to learn", metavar="FILE"),
+    Flag("--target", "data.target", "csv only: the label column", metavar="COLUMN"),
+    Flag("--iterations", "adanet.iterations", "at most this many iterations (3)", int),
+    flags.EPOCHS.with_help("epochs each candidate trains (20)"),
+    flags.BATCH_SIZE.with_help("samples per step, per process (64)"),
+    Flag("--generator", "adanet.generator", "subnetwork generator: mlp or cnn (default: mlp)"),
+    Flag(
+        "--schedule",
+        "adanet.schedule",
+        "candidates on all processes (sync) or each on its own share of them (async)",
+        choices=("sync", "async"),
+    ),
+    Flag("--mixture", "adanet.mixture", "mixture weights", choices=("scalar", "vector")),
+    Flag(
+        "--force-grow",
+        "adanet.force_grow",
+        "add the best candidate even when it does not lower the objective",
+        switch=True,
+    ),
+    *flags.OUTPUT,
+)
+
+
+def _config_class() -> type:
+    from nas.adanet.config import GrowConfig
+
+    return GrowConfig
+
+
+COMMAND = runner.RunCommand(
+    "grow", _config_class, FLAGS, lambda c: f"{c.adanet.generator}-{c.data.name}"
+)
+
+
+def add_parser(commands: Any) -> None:
+    """`nas grow` and its options."""
+    runner.add_parser(
+        commands,
+        COMMAND,
+        run,
+        help="grow an ensemble of subnetworks (AdaNet)",
+        description="Grow an ensemble one subnetwork per iteration (AdaNet, Cortes et al. 2017). "
+        "Writes a run directory with ensemble.json, candidates.jsonl, metrics.jsonl, "
+        "config.yaml, checkpoints/ (last.pt, ensemble.pt) and tb/. Defaults: MLP candidates of "
+        "width 128 on digits, 3 iterations, 20 epochs per candidate. See docs/adanet.md.",
+        example="adanet.widths=[64,256]",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Grow; print the members, the objective and where the ensemble is."""
+    if args.print_config:
+        return runner.print_config(args, COMMAND)
+    config, run_dir = runner.prepare_run_dir(args, COMMAND)
+    from nas.adanet.task import GrowTask, check_grow_data
+    from nas.data import load_dataset
+
+    data = load_dataset(config.data)  # a bad dataset is refused before the run dir is touched
+    check_grow_data(config, data)
+    runtime = runner.start_run(config, run_dir, args)
+    task = GrowTask(config, runtime, data)
+    ada = config.adanet
+    if ada.schedule == "async" and task.shares == 1 and runtime.is_main:
+        print(
+            "nas grow: note: with one process (or one candidate) the async schedule has one "
+            "share: it trains like sync, without forecasting",
+            file=sys.stderr,
+        )
+    banner = (
+        f"nas grow: {ada.generator} candidates on {config.data.name}, up to {ada.iterations} "
+        f"iterations of {config.run.epochs} candidate epochs + 1 mixture epoch "
+        f"({ada.mixture_epochs} passes), "
+        f"{ada.schedule} schedule"
+    )
+    record = runner.run_engine(args, task, config, run_dir, runtime, banner, task.total_epochs)
+
+    def lines() -> list[str]:
+        members = task.ensemble_dict()["members"]
+        printed = [
+            f"member {m['iteration'] + 1}: {json.dumps(m['architecture'])[:100]}" for m in members
+        ]
+        reason = (
+            "no candidate lowered the objective" if task.stopped else "iteration budget reached"
+        )
+        printed.append(f"{len(members)} members after {len(task.reports)} iterations ({reason})")
+        final = task.final_metrics
+        if final:
+            auc = f", test AUC {final['test_auc']:.4f}" if "test_auc" in final else ""
+            printed.append(
+                f"objective {final['objective']:.4f}, val acc {final['val_acc']:.4f}, "
+                f"test acc {final['test_acc']:.4f}{auc}"
+            )
+        if ada.schedule == "async" and ada.forecast:
+            s = task.stats
+            printed.append(
+                f"forecasts: leader guessed right {s['leader_hits']}/{s['leader_guesses']}, "
+                f"candidates adopted {s['forecast_adopted']}/{s['forecast_candidates']}, "
+                f"steps adopted {s['forecast_steps_adopted']}/{s['forecast_steps']}"
+            )
+        printed.append(f"written: {run_dir / 'ensemble.json'} (weights: checkpoints/ensemble.pt)")
+        return printed
+
+    return runner.finish(runtime, record, run_dir, lines)

@@ -1,0 +1,229 @@
+"""`nas train`: train the network of a genotype from scratch (final training), or `--summary`:
+its sizes, without data or training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from nas.cli import flags, runner
+from nas.cli.flags import Flag
+from nas.errors import NasError
+
+FLAGS = (
+    Flag(
+        "--genotype",
+        "model.genotype",
+        "DARTS_V1, DARTS_V2, PC_DARTS_cifar, PC_DARTS_image, a genotype.json, or a search run "
+        "directory",
+        metavar="NAME_OR_FILE",
+    ),
+    Flag(
+        "--network",
+        "model.network",
+        "network (default: cifar)",
+        choices=("cifar", "imagenet"),
+    ),
+    flags.DATASET,
+    flags.DATA_DIR,
+    flags.EPOCHS.with_help("training epochs"),
+    flags.BATCH_SIZE,
+    flags.LAYERS,
+    flags.CHANNELS,
+    *flags.OUTPUT,
+    Flag("--lr", "train.lr", "initial learning rate (default: 0.025)", float),
+    Flag("--auxiliary-weight", "model.auxiliary_weight", "0 for no auxiliary head", float),
+    Flag("--drop-path", "model.drop_path", "final drop-path probability", float),
+    Flag("--cutout", "data.cutout", "cutout side in pixels, 0 for none", int),
+    Flag("--label-smoothing", "train.label_smoothing", "label smoothing (default: 0)", float),
+)
+
+# One forward pass of the cifar network at 512x512 peaks near 1 GiB (measured: 0.95 GiB, minutes
+# on one core); the memory grows with the square of the side.
+_SUMMARY_MAX_IMAGE = 512
+
+
+def _config_class() -> type:
+    from nas.config import TrainConfig
+
+    return TrainConfig
+
+
+def _genotype_label(source: str) -> str:
+    if source.lstrip().startswith("Genotype("):  # the notation names no file
+        return "notation"
+    path = Path(source)
+    # cut: the label goes into a directory name, which the file system limits
+    return (path.parent.name if path.name == "genotype.json" else path.stem)[:60]
+
+
+COMMAND = runner.RunCommand(
+    "train",
+    _config_class,
+    FLAGS,
+    lambda c: f"{_genotype_label(c.model.genotype or 'none')}-{c.data.name}",
+)
+
+
+def add_parser(commands: Any) -> None:
+    """`nas train` and its options."""
+    parser = runner.add_parser(
+        commands,
+        COMMAND,
+        run,
+        help="train the network of a genotype (final training)",
+        description="Train a genotype's network from scratch and test it every epoch. Writes a "
+        "run directory with genotype.json, metrics.jsonl, config.yaml, checkpoints/last.pt and "
+        "best.pt, and tb/. Defaults: the DARTS paper's CIFAR-10 training (600 epochs, batch 96, "
+        "20 cells, C=36, SGD 0.025 cosine to 0, auxiliary 0.4, drop-path 0.2, cutout 16).",
+        example="data.batch_size=32",
+        pre_launch=_check_before_launch,
+    )
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="print parameters and multiply-adds of the network, do not train",
+    )
+    parser.add_argument("--json", action="store_true", help="with --summary: one JSON line")
+    parser.add_argument(
+        "--image-size", type=int, help="with --summary: input side (default: the network's)"
+    )
+
+
+def _check_before_launch(args: argparse.Namespace) -> None:
+    if args.summary:
+        raise NasError("--summary runs on one process: drop --nproc-per-node and --nnodes")
+    config = runner.check_before_launch(args, COMMAND)
+    if not args.resume:
+        from nas.published import load_genotype
+
+        if config.model.genotype is None:
+            raise NasError("nas train needs --genotype NAME_OR_FILE (see nas train --help)")
+        load_genotype(config.model.genotype)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print the best test accuracy and how to export the model."""
+    from nas.published import load_genotype
+
+    if args.print_config and args.summary:
+        raise NasError("--print-config and --summary both print instead of training; choose one")
+    if args.summary:
+        return _summary(args)
+    if args.json or args.image_size is not None:
+        raise NasError("--json and --image-size go with --summary")
+    if args.print_config:
+        return runner.print_config(args, COMMAND)
+    config, run_dir = runner.prepare_run_dir(args, COMMAND)
+    if args.resume:
+        from nas.genotype import Genotype
+
+        genotype = Genotype.load(run_dir / "genotype.json")
+    elif config.model.genotype is None:
+        raise NasError(
+            "nas train needs --genotype NAME_OR_FILE: a published name (DARTS_V2, ...), a "
+            "genotype.json from nas search, or a search run directory"
+        )
+    else:
+        genotype = load_genotype(config.model.genotype)
+    runner.note_unfinished(genotype)
+
+    from nas.data import load_dataset
+    from nas.train import TrainTask, check_training_data
+
+    data = load_dataset(config.data)  # a bad dataset is refused before the run dir is written
+    check_training_data(config, data)
+    runtime = runner.start_run(config, run_dir, args)
+    task = TrainTask(config, genotype, runtime, data)
+    banner = (
+        f"nas train: {config.model.genotype} ({config.model.network} network, "
+        f"{config.model.layers} cells, C={config.model.channels}) on {config.data.name}"
+    )
+    record = runner.run_engine(
+        args,
+        task,
+        config,
+        run_dir,
+        runtime,
+        banner,
+        write=lambda: genotype.save(run_dir / "genotype.json"),
+    )
+
+    def lines() -> list[str]:
+        last = []
+        if record:
+            last = [
+                f"epoch {record['epoch']}: train acc {record['train_acc']:.4f}, test acc "
+                f"{record['test_acc']:.4f}; best test acc {task.best_acc:.4f} (epoch "
+                f"{task.best_epoch})"
+            ]
+        return [
+            *last,
+            f"written: {run_dir / 'checkpoints' / 'best.pt'} and last.pt",
+            f"export it: nas export {run_dir} --format exported",
+        ]
+
+    return runner.finish(runtime, record, run_dir, lines)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    """`nas train --summary`: sizes of the network, without data or training."""
+    from nas.config import NETWORK_DEFAULTS, TrainConfig
+    from nas.models import count_mult_adds, count_parameters
+    from nas.published import load_genotype
+    from nas.train import build_network, model_spec
+
+    if args.resume:
+        raise NasError("--summary does not train, so --resume does not apply")
+    config = runner.resolve_config(args, COMMAND)
+    if config.model.genotype is None:
+        raise NasError("--summary needs --genotype NAME_OR_FILE")
+    genotype = load_genotype(config.model.genotype)
+    if args.image_size is not None and not 1 <= args.image_size <= _SUMMARY_MAX_IMAGE:
+        raise NasError(
+            f"--image-size must be 1 to {_SUMMARY_MAX_IMAGE} pixels (the summary runs one "
+            f"forward pass on the CPU), got {args.image_size}"
+        )
+    image_size = args.image_size or NETWORK_DEFAULTS[config.model.network][2]
+    in_channels, num_classes = 3, 1000 if config.model.network == "imagenet" else 10
+    named = args.dataset is not None or config.data.name != TrainConfig().data.name
+    if named:  # a dataset chosen by flag, --config or --set: its shape
+        if config.data.name == "cifar10":  # known without reading the files
+            in_channels, num_classes, size = 3, 10, 32
+        else:
+            from nas.data import load_dataset
+
+            data = load_dataset(config.data)
+            in_channels, num_classes, size = data.in_channels, data.num_classes, data.image_size
+        image_size = args.image_size or size
+    spec = model_spec(config, genotype, in_channels, num_classes, image_size)
+    network = build_network(spec)
+    params = count_parameters(network)
+    summary = {
+        "genotype": config.model.genotype,
+        "network": config.model.network,
+        "layers": config.model.layers,
+        "channels": config.model.channels,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "image_size": image_size,
+        "params": params,
+        "params_auxiliary": count_parameters(network, exclude_auxiliary=False) - params,
+        "mult_adds": count_mult_adds(network, (in_channels, image_size, image_size)),
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(
+        f"{summary['genotype']}: {summary['network']} network, {summary['layers']} cells, "
+        f"C={summary['channels']}, input {in_channels}x{image_size}x{image_size}, "
+        f"{num_classes} classes\n"
+        f"parameters: {params:,} ({params / 1e6:.2f}M; auxiliary head excluded, it adds "
+        f"{summary['params_auxiliary']:,})\n"
+        f"multiply-adds: {summary['mult_adds']:,} ({summary['mult_adds'] / 1e6:.1f}M; conv and "
+        "linear layers, one image)"
+    )
+    return 0
