@@ -101,7 +101,13 @@ def test_runnable_block_succeeds(block: Block, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "registration",
-    ["@register_op(", "register_space(", "@DATASETS.register(", "@GENERATORS.register("],
+    [
+        "@register_op(",
+        "register_space(",
+        "@STRATEGIES.register(",
+        "@DATASETS.register(",
+        "@GENERATORS.register(",
+    ],
 )
 def test_each_extension_guide_is_a_runnable_block(registration: str) -> None:
     assert any(registration in block.code for block in BLOCKS if block.language == "python")

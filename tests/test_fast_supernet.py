@@ -16,6 +16,7 @@ from nas.runtime.dist import Runtime
 from nas.spaces import NUM_INPUT_NODES, SPACES, CellSpace, get_space
 from nas.strategies.darts import DartsOptions, unrolled_alpha_grads
 from nas.supernet import SearchNetwork
+from nas.supernet.mixing import one_hot_mix
 from nas.supernet.partial import merge_partial
 
 
@@ -41,7 +42,8 @@ def _network(space: str = "darts", prune: bool = False, **options) -> SearchNetw
 def _logits_and_grads(network: SearchNetwork, images, labels):
     logits = network(images)
     loss = F.cross_entropy(logits, labels)
-    return logits, torch.autograd.grad(loss, list(network.parameters()))
+    # allow_unused: under a sampled mix the ops left out have no gradient (None) on both paths
+    return logits, torch.autograd.grad(loss, list(network.parameters()), allow_unused=True)
 
 
 def _assert_same(reference: SearchNetwork, other: SearchNetwork, train: bool = True) -> None:
@@ -55,7 +57,8 @@ def _assert_same(reference: SearchNetwork, other: SearchNetwork, train: bool = T
     names = [name for name, _ in reference.named_parameters()]
     assert names == [name for name, _ in other.named_parameters()]
     for name, a, b in zip(names, ref_grads, grads):
-        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5), name
+        assert (a is None) == (b is None), name
+        assert a is None or torch.allclose(a, b, rtol=1e-3, atol=1e-5), name
 
 
 @pytest.mark.parametrize("space", SPACES.names())
@@ -64,6 +67,43 @@ def _assert_same(reference: SearchNetwork, other: SearchNetwork, train: bool = T
 def test_fast_path_matches_reference(space: str, prune: bool, train: bool) -> None:
     reference = _network(space, prune)
     _assert_same(reference, copy.deepcopy(reference).use_fast_path(), train)
+
+
+def _sample(network: SearchNetwork) -> list[list[int | None]]:
+    """Per cell kind, one op index per edge or None (the edge is left out), every op drawn."""
+    generator = torch.Generator().manual_seed(3)
+    num_ops, num_edges = len(network.space.ops), network.space.num_edges
+    draws = torch.randint(-1, num_ops, (2, num_edges), generator=generator).tolist()
+    return [[None if op < 0 else op for op in row] for row in draws]
+
+
+@pytest.mark.parametrize("space", ["darts", "tiny"])
+def test_a_sampled_mix_runs_only_its_ops_on_both_paths(space: str) -> None:
+    reference = _network(space)
+    choices = _sample(reference)
+    reference.mixing = lambda alphas, pruned: [
+        one_hot_mix(row, alpha.shape[1], alpha.device, F.softmax(alpha, dim=-1))
+        for row, alpha in zip(choices, alphas)
+    ]
+    fast = copy.deepcopy(reference).use_fast_path()
+    _assert_same(reference, fast)
+    images, labels = torch.randn(6, 3, 12, 12), torch.randint(0, 5, (6,))
+    for network in (reference, fast):
+        loss = F.cross_entropy(network(images), labels)
+        params, chosen = [], []  # every op parameter, and whether its op was drawn
+        for cell in network.cells:
+            row = choices[1 if cell.reduction else 0]
+            for edge, op_index in zip(cell.edges, row):
+                for name, op in edge.ops.items():
+                    params.extend(op.parameters())
+                    chosen.extend(edge.index[name] == op_index for _ in op.parameters())
+        grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        assert [grad is not None for grad in grads] == chosen and any(chosen)
+        # Straight through: every alpha of an edge that ran a non-`none` op gets a gradient.
+        (grad,) = torch.autograd.grad(loss, [network.alpha_normal])
+        for edge, op_index in enumerate(choices[0]):
+            ran = op_index is not None and network.space.ops[op_index] != "none"
+            assert bool((grad[edge] != 0).all()) == ran, edge
 
 
 def _one_op_space(op: str) -> CellSpace:

@@ -65,13 +65,17 @@ class Runtime:
             return nn.SyncBatchNorm.convert_sync_batchnorm(module)
         return module
 
-    def wrap(self, module: nn.Module, ignore: Sequence[str] = ()) -> nn.Module:
+    def wrap(
+        self, module: nn.Module, ignore: Sequence[str] = (), find_unused: bool = False
+    ) -> nn.Module:
         """`module` under DistributedDataParallel (itself with one process).
 
         DDP averages the gradients of a `backward()` over the ranks. Parameters named in `ignore`
         (for example the alphas, trained with `autograd.grad`, which bypasses DDP's hooks) are left
         to the caller, who averages their gradients with `average`. Buffers are not broadcast: the
         supernet keeps no BatchNorm running statistics, and a final network's are per rank.
+        `find_unused`: a forward pass may leave parameters unused (a sampled architecture); DDP
+        then finds them after each forward, and their gradients stay unset as in one process.
         Call `wrap` again after the module's parameters change (ASAP pruning).
         """
         if not self.is_distributed:
@@ -83,7 +87,12 @@ class Runtime:
                 module, list(ignore)
             )
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
+        return DistributedDataParallel(
+            module,
+            device_ids=device_ids,
+            forward_sync_buffers=False,
+            find_unused_parameters=find_unused,
+        )
 
     def average(self, tensors: Sequence[torch.Tensor]) -> None:
         """Replace each tensor by its mean over the ranks, in place (one flat all-reduce)."""

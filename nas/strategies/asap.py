@@ -16,6 +16,7 @@ budget: T lands on T_final = 0.03 at the last step. See docs/strategies.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,9 @@ from nas.genotype import CELL_KINDS
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.strategies.base import STRATEGIES, Batch
-from nas.strategies.darts import ALPHA_NAMES, Darts, DartsOptions
+from nas.strategies.darts import Darts, DartsOptions
 from nas.supernet import SearchNetwork
+from nas.supernet.mixing import Mix, live_softmax
 
 
 @dataclass
@@ -157,16 +159,21 @@ class Asap(Darts):
             self.options, len(network.space.ops), epochs, steps_per_epoch
         )
         self.steps = 0  # steps taken so far
-        network.temperature = self.schedule.temperature(0)
+        # T of the step in progress, else of the last step taken (of the first step before any).
+        self.temperature = self.schedule.temperature(0)
 
-    @property
-    def temperature(self) -> float:
-        """T of the last step taken (of the first step before any)."""
-        return self.schedule.temperature(max(self.steps - 1, 0))
+    def mix(self, alphas: Sequence[torch.Tensor], pruned: Sequence[torch.Tensor]) -> list[Mix]:
+        """softmax(alpha / T) over the live ops of every edge."""
+        return [
+            Mix(live_softmax(alpha, mask, self.temperature)) for alpha, mask in zip(alphas, pruned)
+        ]
+
+    def _annealed_weights(self) -> list[torch.Tensor]:
+        """The annealed weights the supernet mixes with, (normal, reduce)."""
+        return [mix.weights for mix in self.mix(self.network.alphas(), self.network.pruned_masks())]
 
     def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
-        temperature = self.schedule.temperature(self.steps)
-        self.network.temperature = temperature
+        temperature = self.temperature = self.schedule.temperature(self.steps)
         self.network.train()
         if temperature < self.schedule.grace:
             self.alpha_step(train_batch, val_batch)
@@ -195,7 +202,7 @@ class Asap(Darts):
         """
         removed = 0
         for kind, weights, pruned in zip(
-            CELL_KINDS, self.network.op_weights(), self.network.pruned_masks()
+            CELL_KINDS, self._annealed_weights(), self.network.pruned_masks()
         ):
             alive = pruned < 0
             strongest = weights.argmax(dim=-1, keepdim=True)
@@ -213,7 +220,7 @@ class Asap(Darts):
         rebuild the DDP wrapper around the smaller parameter set. Every rank prunes the same ops:
         the decision is a function of the alphas, which are identical on every rank.
         """
-        self.model = self.runtime.wrap(self.network, ignore=ALPHA_NAMES)
+        self.model = self._wrap()
         live = {id(p) for p in self.network.weight_parameters()}
         for group in self.weight_optimizer.param_groups:
             group["params"] = [p for p in group["params"] if id(p) in live]
@@ -253,4 +260,4 @@ class Asap(Darts):
         self._drop_pruned_parameters()
         super().load_state_dict(state)
         self.steps = state["steps"]
-        self.network.temperature = self.temperature
+        self.temperature = self.schedule.temperature(max(self.steps - 1, 0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from nas.registry import Registry
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.supernet import SearchNetwork
+from nas.supernet.mixing import Mix, dense_mixing
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -32,15 +34,22 @@ class Strategy:
     runtime (its process group) and the budget (`epochs` of `steps_per_epoch` steps), calls
     `step` once per training step, `end_epoch` after each epoch, and `genotype` whenever it
     needs the current result; the search stops early once `finished()` is true, with the note
-    `stop_reason`. `state_dict` must hold everything the strategy owns (optimisers, schedules),
-    so a resumed search continues exactly. `self.options` is the strategy's own options object
-    (`config.options`, or its registered defaults).
+    `stop_reason`. `state_dict` must hold everything the strategy owns (optimisers, schedules,
+    sampling state), so a resumed search continues exactly. `self.options` is the strategy's own
+    options object (`config.options`, or its registered defaults).
+
+    The strategy also decides how the supernet mixes the ops of each edge: the constructor
+    installs `mix` as the network's mixing hook, which the network calls at the start of every
+    forward pass. A strategy whose mix leaves ops out sets `samples_ops`, so that DDP expects
+    parameters without gradients.
     """
 
     # Why the search stopped before its budget, once `finished()` is true.
     stop_reason = "the search has converged"
     # Keys of `end_epoch`'s record that the one-line epoch summary shows.
     summary_keys: tuple[str, ...] = ()
+    # True when a forward pass may leave ops (and so parameters) unused: a sampled mix.
+    samples_ops = False
 
     def __init__(
         self,
@@ -59,6 +68,27 @@ class Strategy:
         # The process group: `runtime.wrap` / `runtime.average` synchronise the ranks (no-ops in
         # one process). Every rank must end each step with identical weights and alphas.
         self.runtime = runtime or Runtime(rank=0, world_size=1, device=torch.device("cpu"))
+        network.mixing = self.mix
+        # The run seed (every rank's, as rank 0 has it): the root of `sampler`'s generators.
+        self.seed = int(self.runtime.broadcast_object(torch.initial_seed()))
+
+    def mix(self, alphas: Sequence[torch.Tensor], pruned: Sequence[torch.Tensor]) -> list[Mix]:
+        """The op weights of the supernet's next forward pass: one `Mix` per cell kind (normal,
+        reduce), from the alphas and pruning records (-1 where an op is alive) of each.
+
+        Called by the network at the start of every forward pass, in training and in evaluation
+        (`self.network.training` tells which); every rank must return the same mix. Default:
+        softmax(alpha) over the live ops of every edge (DARTS).
+        """
+        return dense_mixing(alphas, pruned)
+
+    def sampler(self, step: int) -> torch.Generator:
+        """A CPU random generator for the samples of step `step`, seeded by the run seed and the
+        step: every rank draws the same samples, and a resumed run draws what an uninterrupted
+        one would, as long as the step count is in `state_dict`. (The global generator would
+        differ between ranks and its state is not checkpointed.)
+        """
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + step) % 2**63)
 
     def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
         """One search step; returns the training loss and accuracy counts of the weight step."""

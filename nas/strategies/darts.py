@@ -56,7 +56,7 @@ class Darts(Strategy):
         # DDP averages the weight gradients; the alphas, trained with autograd.grad (which
         # bypasses DDP's hooks), are averaged explicitly in alpha_step.
         self.runtime.broadcast(network.arch_parameters())
-        self.model = self.runtime.wrap(network, ignore=ALPHA_NAMES)
+        self.model = self._wrap()
         self.weight_optimizer = torch.optim.SGD(
             network.weight_parameters(),
             lr=config.weight_lr,
@@ -73,6 +73,15 @@ class Darts(Strategy):
             self.weight_optimizer, T_max=epochs, eta_min=config.weight_lr_min
         )
 
+    def _wrap(self) -> nn.Module:
+        """The network under DDP, the architecture parameters left out."""
+        return self.runtime.wrap(self.network, ignore=ALPHA_NAMES, find_unused=self.samples_ops)
+
+    @property
+    def order(self) -> int:
+        """The alpha gradient: 1 first order, 2 through a virtual weight step (option `order`)."""
+        return self.options.order
+
     @property
     def weight_lr(self) -> float:
         """The current weight learning rate (also xi of the virtual step)."""
@@ -86,10 +95,13 @@ class Darts(Strategy):
     def alpha_step(self, train_batch: Batch, val_batch: Batch) -> None:
         """Update the alphas; weights, BN running stats and the weight optimiser stay untouched."""
         buffers = [b.detach().clone() for b in self.network.buffers()]
-        if self.options.order == 1:
+        if self.order == 1:
             images, labels = val_batch
             loss = F.cross_entropy(self.network(images), labels)
-            grads = torch.autograd.grad(loss, self.network.arch_parameters())
+            # A sampled mix may leave a cell kind's alphas unused (every edge drew `none`): zeros.
+            grads = torch.autograd.grad(
+                loss, self.network.arch_parameters(), materialize_grads=True
+            )
             self.runtime.average(grads)
         else:
             grads = unrolled_alpha_grads(

@@ -19,7 +19,8 @@ class MixedOp(nn.Module):
     This is the straightforward reference path. Ops are held by name, so `remove` can drop one for
     good (ASAP pruning): its module, and with it its parameters, leave the edge. The zero op is
     skipped: its output is zero, so leaving it out changes neither the sum nor any gradient (its
-    alpha still gets gradient through the softmax).
+    alpha still gets gradient through the softmax). So is every op left out of `active` (the
+    mix gives it weight exactly 0); with no op left to run the edge outputs zeros.
 
     With `partial_channels` K > 1 (PC-DARTS), the ops see only the first C/K channels; the other
     channels bypass them (max-pooled on a stride-2 edge) and the result is channel-shuffled.
@@ -38,6 +39,7 @@ class MixedOp(nn.Module):
             if op_def.pooling:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels // partial_channels, affine=False))
             self.ops[name] = op
+        self.zero = Zero(stride)  # the output of an edge none of whose ops runs
 
     def remove(self, name: str) -> None:
         """Drop the op `name` from this edge (it is no longer built, run or trained)."""
@@ -46,24 +48,27 @@ class MixedOp(nn.Module):
                 raise ValueError(f"cannot remove {name!r}: an edge keeps at least one op")
             del self.ops[name]
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, weights: torch.Tensor, active: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
+        """The edge's output; `active`: the op indices that run (None: every live op)."""
         if self.partial_channels == 1:
-            return self._mix(x, weights)
+            return self._mix(x, weights, active)
         searched, bypass = split_partial(x, self.partial_channels)
-        out = self._mix(searched, weights)
+        out = self._mix(searched, weights, active)
         return merge_partial(out.unsqueeze(1), bypass, self.partial_channels).squeeze(1)
 
-    def _mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _mix(
+        self, x: torch.Tensor, weights: torch.Tensor, active: tuple[int, ...] | None
+    ) -> torch.Tensor:
         out = None
         for name, op in self.ops.items():
-            if isinstance(op, Zero):
+            index = self.index[name]
+            if isinstance(op, Zero) or (active is not None and index not in active):
                 continue
-            term = weights[self.index[name]] * op(x)
+            term = weights[index] * op(x)
             out = term if out is None else out + term
-        if out is None:  # only the zero op is left on this edge
-            (zero,) = self.ops.values()
-            return zero(x)
-        return out
+        return self.zero(x) if out is None else out
 
 
 class SearchCell(nn.Module):
@@ -102,14 +107,22 @@ class SearchCell(nn.Module):
         s1: torch.Tensor,
         weights: torch.Tensor,
         edge_weights: torch.Tensor | None = None,
+        active: tuple[tuple[int, ...], ...] | None = None,
     ) -> torch.Tensor:
-        """The cell output; `edge_weights` (num_edges,): PC-DARTS edge normalisation, or None."""
+        """The cell output; `edge_weights` (num_edges,): PC-DARTS edge normalisation, or None;
+        `active`: per edge, the op indices that run (`Mix.active`; None: every live op).
+        """
         if self.fast:
-            return fast_cell_forward(self, s0, s1, weights, edge_weights)
+            return fast_cell_forward(self, s0, s1, weights, edge_weights, active)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.space.num_nodes):
-            terms = [self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states)]
+            terms = [
+                self.edges[offset + j](
+                    h, weights[offset + j], None if active is None else active[offset + j]
+                )
+                for j, h in enumerate(states)
+            ]
             if edge_weights is not None:
                 terms = [edge_weights[offset + j] * term for j, term in enumerate(terms)]
             node = sum(terms)

@@ -46,9 +46,10 @@ def fast_cell_forward(
     s1: torch.Tensor,
     weights: torch.Tensor,
     edge_weights: torch.Tensor | None = None,
+    active: tuple[tuple[int, ...], ...] | None = None,
 ) -> torch.Tensor:
-    """`cell(s0, s1, weights, edge_weights)` computed source state by source state (see the module
-    docstring).
+    """`cell(s0, s1, weights, edge_weights, active)` computed source state by source state (see
+    the module docstring).
     """
     space = cell.space
     partial = cell.edges[0].partial_channels
@@ -60,10 +61,10 @@ def fast_cell_forward(
         edges = [space.edge_index(node, source) for node in nodes]
         stride = 2 if cell.reduction and source < NUM_INPUT_NODES else 1  # as SearchCell builds
         if partial == 1:
-            combined = _edges_from(cell, states[source], edges, weights, forms, stride)
+            combined = _edges_from(cell, states[source], edges, weights, forms, stride, active)
         else:  # PC-DARTS: all edges of a state search the same C/K channels
             searched, bypass = split_partial(states[source], partial)
-            combined = _edges_from(cell, searched, edges, weights, forms, stride)
+            combined = _edges_from(cell, searched, edges, weights, forms, stride, active)
             combined = merge_partial(combined, bypass, partial)
         if edge_weights is not None:
             combined = combined * edge_weights[edges].view(1, -1, 1, 1, 1)
@@ -89,9 +90,11 @@ def _edges_from(
     weights: torch.Tensor,
     forms: list[str | None],
     stride: int,
+    active: tuple[tuple[int, ...], ...] | None,
 ) -> torch.Tensor:
     """The mixed-op outputs of `edges` (all leaving state `x` at `stride`), stacked:
     (N, E, C, H', W'). `forms[k]`: the grouped form op k of the space declares (nas/ops.py).
+    Only the ops in `active[edge]` run (None: every live op); the others weigh exactly 0.
     """
     mixed = [cell.edges[edge] for edge in edges]
     edge_weights = weights[edges]  # (E, num_ops): one gather instead of E x num_ops selects
@@ -103,7 +106,7 @@ def _edges_from(
         members = [
             (position, op_index, edge.ops[name])
             for position, edge in enumerate(mixed)
-            if name in edge.ops
+            if name in edge.ops and (active is None or op_index in active[edges[position]])
         ]
         form = forms[op_index]
         if not members or form == "zero":

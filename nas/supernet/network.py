@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ from nas.errors import NasError
 from nas.genotype import CELL_KINDS, Genotype, derive_genotype
 from nas.spaces import CellSpace, check_layers
 from nas.supernet.cell import SearchCell
+from nas.supernet.mixing import Mix, Mixing, dense_mixing, live_softmax
 
 
 class SearchNetwork(nn.Module):
@@ -37,10 +37,11 @@ class SearchNetwork(nn.Module):
     so they are in `state_dict()` and every checkpoint; `arch_parameters()` and
     `weight_parameters()` split the two sets for their separate optimizers.
 
-    Op weights are `softmax(alpha / temperature)` over the ops still alive on each edge.
-    `temperature` is 1 unless a strategy anneals it (ASAP). `prune` removes ops for good; the
-    buffers `pruned_normal` / `pruned_reduce` (num_edges x num_ops, -1 while alive, else the step
-    at which the op was pruned) record which, so a checkpoint restores the pruned network.
+    How each forward weighs the ops of every edge is up to `mixing` (nas/supernet/mixing.py), a
+    hook the strategy sets; by default softmax(alpha) over the ops alive on each edge (DARTS).
+    `prune` removes ops for good; the buffers `pruned_normal` / `pruned_reduce` (num_edges x
+    num_ops, -1 while alive, else the step at which the op was pruned) record which, so a
+    checkpoint restores the pruned network.
 
     BatchNorm layers normalise with the current batch's statistics in evaluation too (no running
     averages), see `_use_batch_statistics`.
@@ -92,7 +93,8 @@ class SearchNetwork(nn.Module):
             self.beta_reduce = nn.Parameter(1e-3 * torch.randn(space.num_edges))
         self.register_buffer("pruned_normal", torch.full(shape, -1, dtype=torch.long))
         self.register_buffer("pruned_reduce", torch.full(shape, -1, dtype=torch.long))
-        self.temperature = 1.0
+        # The mixing hook; a strategy installs its own (nas/strategies/base.py).
+        self.mixing: Mixing = dense_mixing
         _use_batch_statistics(self)
 
     def use_fast_path(self, fast: bool = True) -> SearchNetwork:
@@ -136,12 +138,12 @@ class SearchNetwork(nn.Module):
         return [p for _, p in self.named_weight_parameters()]
 
     def op_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mixing weights of every op on every edge, (normal, reduce): softmax(alpha / T) over the
-        ops alive on the edge; pruned ops weigh exactly 0 and get no gradient.
+        """The op probabilities of every edge, (normal, reduce): softmax(alpha) over the ops alive
+        on the edge; pruned ops weigh exactly 0 and get no gradient. What a forward pass mixes is
+        up to `mixing`.
         """
         return tuple(
-            F.softmax((alpha / self.temperature).masked_fill(pruned >= 0, -math.inf), dim=-1)
-            for alpha, pruned in zip(self.alphas(), self.pruned_masks())
+            live_softmax(alpha, pruned) for alpha, pruned in zip(self.alphas(), self.pruned_masks())
         )
 
     def pruned_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,16 +184,16 @@ class SearchNetwork(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights_normal, weights_reduce = self.op_weights()
+        mix_normal, mix_reduce = self.mixing(self.alphas(), self.pruned_masks())
         edges_normal, edges_reduce = self.edge_weights()
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            weights = weights_reduce if cell.reduction else weights_normal
+            mix = mix_reduce if cell.reduction else mix_normal
             edge_weights = edges_reduce if cell.reduction else edges_normal
             if self.checkpoint_cells and torch.is_grad_enabled():
-                s0, s1 = s1, _checkpointed(cell, s0, s1, weights, edge_weights)
+                s0, s1 = s1, _checkpointed(cell, s0, s1, mix, edge_weights)
             else:
-                s0, s1 = s1, cell(s0, s1, weights, edge_weights)
+                s0, s1 = s1, cell(s0, s1, mix.weights, edge_weights, mix.active)
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1)
         return self.classifier(out)
 
@@ -200,9 +202,9 @@ class SearchNetwork(nn.Module):
 
         Each edge's op is its strongest live non-`none` op; the edges of a node are ranked by that
         op's weight in softmax(alpha) over all the edge's ops, pruned ones included (at the alpha
-        they were pruned with). This is the DARTS rule whatever the temperature, and it still ranks
-        edges once pruning has left one op on each, where the annealed weights are all 1. An edge
-        left with only `none` ranks below every edge with a live op; if a node must take one
+        they were pruned with). This is the DARTS rule whatever the strategy mixes with, and it
+        still ranks edges once pruning has left one op on each, where ASAP's weights are all 1. An
+        edge left with only `none` ranks below every edge with a live op; if a node must take one
         anyway, its op is the non-`none` op pruned last. With PC-DARTS, each edge's scores are
         scaled by its edge-normalisation weight (Xu et al. 2020, Sec. 3.3).
         """
@@ -242,23 +244,26 @@ def _checkpointed(
     cell: SearchCell,
     s0: torch.Tensor,
     s1: torch.Tensor,
-    weights: torch.Tensor,
+    mix: Mix,
     edge_weights: torch.Tensor | None,
 ) -> torch.Tensor:
-    """`cell(s0, s1, weights, edge_weights)`, its activations recomputed in the backward pass.
+    """`cell(s0, s1, mix.weights, edge_weights, mix.active)`, its activations recomputed in the
+    backward pass.
 
     Under `functional_call` (the second-order step's virtual weights) the recomputation runs
     after `functional_call` has returned, so the cell's current parameter tensors go in as
     explicit inputs and are put back for it. Otherwise (first order, the weight step) the cell
     is checkpointed as it is: swapping hundreds of parameters per cell costs time.
     """
+    weights, active = mix.weights, mix.active
     parameters = dict(cell.named_parameters())
     if all(isinstance(value, nn.Parameter) for value in parameters.values()):
-        return checkpoint(cell, s0, s1, weights, edge_weights, use_reentrant=False)
+        return checkpoint(cell, s0, s1, weights, edge_weights, active, use_reentrant=False)
     names, values = zip(*parameters.items())
 
     def run(s0, s1, weights, edge_weights, *values):
-        return functional_call(cell, dict(zip(names, values)), (s0, s1, weights, edge_weights))
+        arguments = (s0, s1, weights, edge_weights, active)
+        return functional_call(cell, dict(zip(names, values)), arguments)
 
     return checkpoint(run, s0, s1, weights, edge_weights, *values, use_reentrant=False)
 
