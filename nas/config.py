@@ -211,8 +211,9 @@ class NetworkConfig:
 
 
 @dataclass
-class TrainingConfig:
-    """SGD with a cosine learning rate, as in the DARTS paper's final training."""
+class OptimizerConfig:
+    """The `train:` section: SGD with a cosine learning rate, as in the DARTS paper's final
+    training."""
 
     lr: float = 0.025
     lr_min: float = 0.0
@@ -230,7 +231,7 @@ class TrainConfig(_Sections):
         default_factory=lambda: DataConfig(name="cifar10", batch_size=96, augment=True, cutout=16)
     )
     model: NetworkConfig = field(default_factory=NetworkConfig)
-    train: TrainingConfig = field(default_factory=TrainingConfig)
+    train: OptimizerConfig = field(default_factory=OptimizerConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=600))
 
     plugin_sections: ClassVar[dict[str, PluginSection]] = {"data": DATASET}

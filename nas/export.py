@@ -42,7 +42,7 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[torch.nn.Module, d
 
     Raises NasError when the run directory holds no such checkpoint.
     """
-    from nas.train import build_network
+    from nas.train import build_network, saved_spec
 
     path = run_dir / "checkpoints" / f"{which}.pt"
     if not path.is_file():
@@ -52,10 +52,10 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[torch.nn.Module, d
         )
     payload = load_checkpoint(path, restore_rng=False)
     state = payload if which == "best" else payload.get("task", {})
-    if "model" not in state or "network" not in state:
+    if saved_spec(state) is None or "network" not in state:
         raise NasError(f"{path} is not a nas train checkpoint (a search run cannot be exported)")
     try:
-        network = build_network(state["model"])
+        network = build_network(saved_spec(state))
     except (KeyError, TypeError, ValueError) as err:  # a spec without a field, or a wrong type
         raise NasError(
             f"{path} does not describe a network nasforge can build ({type(err).__name__}: "
@@ -66,7 +66,7 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[torch.nn.Module, d
     except RuntimeError as err:
         raise NasError(f"{path}: weights do not fit the network it describes ({err})") from None
     facts = {
-        "spec": state["model"],
+        "spec": saved_spec(state),
         "epoch": payload["epoch"] if which == "last" else state["epoch"],
         "test_acc": state.get("test_acc"),
     }

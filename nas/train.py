@@ -208,14 +208,14 @@ class TrainTask(Task):
         """The trained model alone: spec, weights and its test accuracy (best.pt holds this)."""
         return {
             "epoch": self.best_epoch,
-            "model": self.spec,
+            "spec": self.spec,
             "network": self.network.state_dict(),
             "test_acc": self._last_test_acc,
         }
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.spec,
+            "spec": self.spec,
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -225,7 +225,7 @@ class TrainTask(Task):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_spec(state["model"], self.spec, "the checkpoint")
+        check_spec(saved_spec(state), self.spec, "the checkpoint")
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -245,3 +245,10 @@ class _WithAuxiliary(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.network.forward_with_auxiliary(x)
+
+
+def saved_spec(state: dict[str, Any]) -> Any:
+    """The network spec of a nas train checkpoint's state (None if it has none). Checkpoints
+    written before the key was named "spec" hold it as "model".
+    """
+    return state.get("spec", state.get("model"))

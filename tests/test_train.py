@@ -242,3 +242,19 @@ def test_export_of_the_last_checkpoint_reports_its_test_accuracy(trained_run, tm
         "export", str(trained_run), "--format", "exported", "--out", str(tmp_path / "file")
     )
     assert bad.returncode == 2 and "pick another --out" in bad.stderr
+
+
+def test_export_reads_the_spec_under_its_older_key(trained_run, tmp_path) -> None:
+    """A best.pt saved when the network spec was stored as "model" (not "spec") still exports."""
+    from nas.export import load_trained
+    from nas.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    state = load_checkpoint(trained_run / "checkpoints" / "best.pt", restore_rng=False)
+    assert "spec" in state and "model" not in state
+    state = {key: value for key, value in state.items() if key not in ("rng", "checkpoint_version")}
+    state["model"] = state.pop("spec")
+    save_checkpoint(old / "checkpoints" / "best.pt", state)
+    network, facts = load_trained(old)
+    assert facts["spec"] == load_trained(trained_run)[1]["spec"]
