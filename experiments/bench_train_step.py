@@ -17,8 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from nas.genotype import load_genotype
 from nas.models import CifarNetwork, count_parameters
-from nas.published import load_genotype
 
 
 def main() -> None:

@@ -4,6 +4,10 @@ A genotype names its search space and, for the normal and the reduction cell, th
 intermediate node keeps (`{"op": name, "input": state index}`) and the states concatenated into the
 cell output. State 0 and 1 are the cell inputs; state i + 2 is intermediate node i. See
 docs/genotype-format.md for the JSON format.
+
+One module over 400 lines on purpose: the format, its validation, the notation parser, the DARTS
+derivation rule and `load_genotype` (a genotype by published name, notation or file) are the one
+definition of what a genotype is.
 """
 
 from __future__ import annotations
@@ -383,3 +387,48 @@ def derive_genotype(space: CellSpace, weights: Sequence[torch.Tensor]) -> Genoty
     """Genotype from the (normal, reduce) op-weight matrices, by `derive_cell`."""
     normal, reduce = weights
     return Genotype(space.name, derive_cell(space, normal), derive_cell(space, reduce))
+
+
+def load_genotype(name_or_path: str) -> Genotype:
+    """A published genotype by name, the DARTS notation `Genotype(normal=[...], ...)`, a genotype
+    JSON file, or a run directory's genotype.json.
+
+    Raises NasError when it is none of these or the file is invalid.
+    """
+    from nas.published import PUBLISHED_GENOTYPES  # published cells are data in this format
+
+    if name_or_path in PUBLISHED_GENOTYPES:
+        return PUBLISHED_GENOTYPES[name_or_path]
+    if name_or_path.lstrip().startswith("Genotype("):
+        return parse_notation(name_or_path)
+    path = Path(name_or_path)
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as err:  # a name too long for the file system
+        raise NasError(
+            f"genotype {shorten(name_or_path)} cannot be a file ({err.strerror}); give a "
+            f"published name ({', '.join(PUBLISHED_GENOTYPES)}), a genotype.json or the "
+            "notation Genotype(normal=[...], ...)"
+        ) from None
+    if is_dir:
+        path = path / "genotype.json"
+        if not path.exists():
+            raise NasError(f"{shorten(name_or_path)} is a directory without a genotype.json")
+    elif not is_file:
+        names = ", ".join(PUBLISHED_GENOTYPES)
+        raise NasError(
+            f"genotype {shorten(name_or_path)} is neither a published name ({names}) nor an "
+            "existing file; pass a genotype.json written by nas search, or its run directory"
+        )
+    return Genotype.load(path)
+
+
+def unfinished_note(genotype: Genotype) -> str | None:
+    """A one-line note when `genotype` comes from a search that had not finished; else None."""
+    progress = genotype.search
+    if progress is None or progress.complete:
+        return None
+    return (
+        f"note: this genotype comes from an unfinished search, epoch {progress.epoch} of "
+        f"{progress.epochs}; its architecture may still have changed"
+    )

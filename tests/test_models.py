@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from nas.genotype import CellGenotype, Edge, Genotype
+from nas.genotype import CellGenotype, Edge, Genotype, load_genotype
 from nas.models import CifarNetwork, ImageNetNetwork, count_mult_adds, count_parameters
 from nas.models.cell import Cell, drop_path
-from nas.published import PUBLISHED_GENOTYPES, load_genotype
+from nas.published import PUBLISHED_GENOTYPES
 
 
 def test_published_parameter_counts_reproduce_the_papers() -> None:

@@ -60,7 +60,7 @@ def test_drawing_without_matplotlib_is_one_line(monkeypatch, tmp_path, capsys) -
 
 def test_tensorboard_picture_without_matplotlib_is_one_warning(monkeypatch) -> None:
     from nas import drawing
-    from nas.published import load_genotype
+    from nas.genotype import load_genotype
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setattr(drawing, "_warned", False)

@@ -302,7 +302,7 @@ def test_every_tunable_command_runs_a_trial_that_reports_each_epoch(tmp_path, na
 
 def test_train_trials_hold_out_part_of_the_training_split() -> None:
     from nas.data import load_dataset
-    from nas.published import load_genotype
+    from nas.genotype import load_genotype
     from nas.tune.holdout import holdout_train_task
 
     config = trial_config(_train_command(), TINY, [], {})

@@ -222,7 +222,7 @@ class CNNOptions(Options):
     cnn_channels: int = 8
 
     def checks(self) -> list[tuple[bool, str]]:
-        from nas.published import load_genotype
+        from nas.genotype import load_genotype
 
         try:
             load_genotype(self.cnn_genotype)
@@ -242,7 +242,7 @@ class CNNGenerator(SubnetworkGenerator):
 
     def __init__(self, config: AdaNetConfig, shape: DataShape) -> None:
         super().__init__(config, shape)
-        from nas.published import load_genotype
+        from nas.genotype import load_genotype
 
         if shape.image_size < 4:
             raise NasError(

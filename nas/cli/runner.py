@@ -343,7 +343,7 @@ def finish(
 
 def note_unfinished(genotype: Any) -> None:
     """One stderr note (first process only) when the genotype's search had not finished."""
-    from nas.published import unfinished_note
+    from nas.genotype import unfinished_note
 
     note = unfinished_note(genotype)
     if note and os.environ.get("RANK", "0") == "0":

@@ -25,7 +25,7 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the genotype's description; draw it into --out."""
     from nas.drawing import describe_genotype
-    from nas.published import load_genotype
+    from nas.genotype import load_genotype
 
     genotype = load_genotype(args.genotype)
     runner.note_unfinished(genotype)

@@ -98,7 +98,7 @@ def _check_before_launch(args: argparse.Namespace) -> None:
         raise NasError("--summary runs on one process: drop --nproc-per-node and --nnodes")
     config = runner.check_before_launch(args, COMMAND)
     if not args.resume:
-        from nas.published import load_genotype
+        from nas.genotype import load_genotype
 
         if config.model.genotype is None:
             raise NasError("nas train needs --genotype NAME_OR_FILE (see nas train --help)")
@@ -107,7 +107,7 @@ def _check_before_launch(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print the best test accuracy and how to export the model."""
-    from nas.published import load_genotype
+    from nas.genotype import load_genotype
 
     if args.print_config and args.summary:
         raise NasError("--print-config and --summary both print instead of training; choose one")
@@ -172,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
 def _summary(args: argparse.Namespace) -> int:
     """`nas train --summary`: sizes of the network, without data or training."""
     from nas.config import NETWORK_DEFAULTS, TrainConfig
+    from nas.genotype import load_genotype
     from nas.models import count_mult_adds, count_parameters
-    from nas.published import load_genotype
     from nas.train import build_network, model_spec
 
     if args.resume:

@@ -82,7 +82,7 @@ def _build_search(config: Any, runtime: Any, run_dir: Path, tune: TuneConfig) ->
 
 
 def _build_train(config: Any, runtime: Any, run_dir: Path, tune: TuneConfig) -> Any:
-    from nas.published import load_genotype
+    from nas.genotype import load_genotype
     from nas.train import TrainTask
     from nas.tune.holdout import holdout_train_task
 
