@@ -33,8 +33,11 @@ def load_revision(revision: str) -> object:
     """nas/supernet/fast.py as it was at `revision`, imported as a separate module."""
     source = subprocess.run(
         ["git", "show", f"{revision}:nas/supernet/fast.py"],
-        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
-    ).stdout  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "fast_at_revision.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("fast_at_revision", path)

@@ -60,8 +60,9 @@ def _train_mlp(config: GrowConfig, data, depth: int, width: int, lr: float, seed
     ada = AdaNetConfig(widths=[width], lr=lr)
     generator = GENERATORS.get("mlp")(ada, shape)
     architecture = {"kind": "mlp", "depth": depth, "width": width, "reads": []}
-    candidate = Candidate(generator, architecture, 0, Ensemble(data["classes"], False), seed,
-                          ada, torch.device("cpu"))  # fmt: skip
+    candidate = Candidate(
+        generator, architecture, 0, Ensemble(data["classes"], False), seed, ada, torch.device("cpu")
+    )
     batch = config.data.batch_size * PROCESSES
     steps = config.run.epochs * (len(data["train"]) // batch)
     for step in range(steps):
@@ -78,23 +79,40 @@ def _logits(candidate: Candidate, dataset) -> torch.Tensor:
 def _baselines(config: GrowConfig, budget: float) -> list[dict]:
     full = load_dataset(config.data)
     train, val = split(full.train, config.data.train_portion)
-    data = {"train": train, "val": val, "test": full.test, "classes": full.num_classes,
-            "shape": full}  # fmt: skip
+    data = {
+        "train": train,
+        "val": val,
+        "test": full.test,
+        "classes": full.num_classes,
+        "shape": full,
+    }
     test_x, test_y = full.test.tensors
     rows = []
 
     started = time.perf_counter()
     logistic = LogisticRegression(max_iter=5000).fit(train.tensors[0].flatten(1), train.tensors[1])
     logits = torch.tensor(logistic.predict_log_proba(test_x.flatten(1)), dtype=torch.float32)
-    rows.append({"method": "logistic regression", "processes": 1,
-                 "wall_s": time.perf_counter() - started, **_scores(logits, test_y)})  # fmt: skip
+    rows.append(
+        {
+            "method": "logistic regression",
+            "processes": 1,
+            "wall_s": time.perf_counter() - started,
+            **_scores(logits, test_y),
+        }
+    )
 
     width = config.adanet.widths[0]
     started = time.perf_counter()
     mlp, madds = _train_mlp(config, data, 1, width, config.adanet.lr, 0)
-    rows.append({"method": f"hand-set MLP (1 x {width})", "processes": 1,
-                 "wall_s": time.perf_counter() - started, "madds": madds,
-                 **_scores(_logits(mlp, full.test), test_y)})  # fmt: skip
+    rows.append(
+        {
+            "method": f"hand-set MLP (1 x {width})",
+            "processes": 1,
+            "wall_s": time.perf_counter() - started,
+            "madds": madds,
+            **_scores(_logits(mlp, full.test), test_y),
+        }
+    )
 
     rng = random.Random(0)
     spent, tried, best = 0.0, 0, None
@@ -114,18 +132,36 @@ def _baselines(config: GrowConfig, budget: float) -> list[dict]:
         val_loss = torch.nn.functional.cross_entropy(_logits(candidate, val), val.tensors[1])
         if best is None or val_loss < best[0]:
             best = (val_loss.item(), candidate, (depth, width, lr))
-    rows.append({"method": f"random search ({tried} MLPs, best {best[2]})", "processes": 1,
-                 "wall_s": time.perf_counter() - started, "madds": spent,
-                 **_scores(_logits(best[1], full.test), test_y)})  # fmt: skip
+    rows.append(
+        {
+            "method": f"random search ({tried} MLPs, best {best[2]})",
+            "processes": 1,
+            "wall_s": time.perf_counter() - started,
+            "madds": spent,
+            **_scores(_logits(best[1], full.test), test_y),
+        }
+    )
     return rows
 
 
 def _grow(config_file: Path, schedule: list[str], out: Path) -> dict:
-    command = [sys.executable, "-m", "nas", "grow", "--config", str(config_file),
-               "--nproc-per-node", str(PROCESSES), *schedule, "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "nas",
+        "grow",
+        "--config",
+        str(config_file),
+        "--nproc-per-node",
+        str(PROCESSES),
+        *schedule,
+        "--out",
+        str(out),
+    ]
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
@@ -141,10 +177,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     table = []
-    schedules = {"AdaNet sync": ["--schedule", "sync"],
-                 "AdaNet async, no forecasting": ["--schedule", "async", "--set",
-                                                  "adanet.forecast=false"],
-                 "AdaNet async": ["--schedule", "async"]}  # fmt: skip
+    schedules = {
+        "AdaNet sync": ["--schedule", "sync"],
+        "AdaNet async, no forecasting": ["--schedule", "async", "--set", "adanet.forecast=false"],
+        "AdaNet async": ["--schedule", "async"],
+    }
     for dataset in ("digits", "breast_cancer"):
         config_file = ROOT / "experiments" / "configs" / f"adanet_{dataset}.yaml"
         config = GrowConfig()
@@ -158,16 +195,21 @@ def main() -> None:
         rows = _baselines(config, budget=grown["AdaNet sync"][0]["train_madds"])
         for name, runs in grown.items():
             last = runs[-1]  # the runs are deterministic; only their times differ
-            rows.append({
-                "method": f"{name} ({last['members']} members)", "processes": PROCESSES,
-                "wall_s": statistics.median(r["wall_s"] for r in runs),
-                "train_s": statistics.median(r["train_s"] for r in runs),
-                "madds": last["train_madds"], "test_acc": last["test_acc"],
-                "test_auc": last.get("test_auc"),
-                "forecast": f"{last['forecast_steps_adopted']}/{last['forecast_steps']} steps, "
-                f"leader {last['leader_hits']}/{last['leader_guesses']}"
-                if name[-5:] == "async" else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "method": f"{name} ({last['members']} members)",
+                    "processes": PROCESSES,
+                    "wall_s": statistics.median(r["wall_s"] for r in runs),
+                    "train_s": statistics.median(r["train_s"] for r in runs),
+                    "madds": last["train_madds"],
+                    "test_acc": last["test_acc"],
+                    "test_auc": last.get("test_auc"),
+                    "forecast": f"{last['forecast_steps_adopted']}/{last['forecast_steps']} steps, "
+                    f"leader {last['leader_hits']}/{last['leader_guesses']}"
+                    if name[-5:] == "async"
+                    else None,
+                }
+            )
         table += [{"dataset": dataset, **row} for row in rows]
     print(
         "| dataset | method | processes | test acc | test AUC | wall s | epochs s | "
@@ -178,9 +220,11 @@ def main() -> None:
         auc = f"{row['test_auc']:.4f}" if row.get("test_auc") is not None else "-"
         madds = f"{row['madds'] / 1e9:.2f} G" if row.get("madds") else "-"
         train = f"{row['train_s']:.1f}" if row.get("train_s") is not None else "-"
-        print(f"| {row['dataset']} | {row['method']} | {row['processes']} | "
-              f"{row['test_acc']:.4f} | {auc} | {row['wall_s']:.1f} | {train} | {madds} | "
-              f"{row.get('forecast') or '-'} |")  # fmt: skip
+        print(
+            f"| {row['dataset']} | {row['method']} | {row['processes']} | "
+            f"{row['test_acc']:.4f} | {auc} | {row['wall_s']:.1f} | {train} | {madds} | "
+            f"{row.get('forecast') or '-'} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
 

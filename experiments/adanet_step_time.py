@@ -32,5 +32,7 @@ for width in (16, 128, 512):
         for batch in batches[5:]:
             candidate.train_step(*batch, [], cpu)
         seconds = (time.perf_counter() - start) / 25
-        print(f"width {width} depth {depth}: {generator.cost(architecture, [])} madds, "
-              f"{seconds * 1e3:.3f} ms/step")  # fmt: skip
+        print(
+            f"width {width} depth {depth}: {generator.cost(architecture, [])} madds, "
+            f"{seconds * 1e3:.3f} ms/step"
+        )

@@ -19,8 +19,21 @@ from pathlib import Path
 
 BATCH = 32
 SEARCH = ["search", "--dataset", "digits", "--layers", "5", "--channels", "8", "--epochs", "4"]
-TRAIN = ["train", "--genotype", "DARTS_V2", "--dataset", "digits", "--layers", "8",
-         "--channels", "16", "--cutout", "0", "--epochs", "4"]  # fmt: skip
+TRAIN = [
+    "train",
+    "--genotype",
+    "DARTS_V2",
+    "--dataset",
+    "digits",
+    "--layers",
+    "8",
+    "--channels",
+    "16",
+    "--cutout",
+    "0",
+    "--epochs",
+    "4",
+]
 
 
 def measure(args: list[str], nproc: int, out: Path) -> tuple[float, int]:

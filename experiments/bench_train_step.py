@@ -66,12 +66,18 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ms = (time.perf_counter() - started) / args.steps * 1000
     result = {
-        "genotype": args.genotype, "channels": args.channels, "layers": args.layers,
-        "batch": args.batch, "size": args.size, "device": str(device),
-        "params": count_parameters(network), "threads": torch.get_num_threads(),
-        "ms_per_step": round(ms, 1), "images_per_s": round(args.batch / ms * 1000, 1),
+        "genotype": args.genotype,
+        "channels": args.channels,
+        "layers": args.layers,
+        "batch": args.batch,
+        "size": args.size,
+        "device": str(device),
+        "params": count_parameters(network),
+        "threads": torch.get_num_threads(),
+        "ms_per_step": round(ms, 1),
+        "images_per_s": round(args.batch / ms * 1000, 1),
         "peak_mem_mb": round(peak, 1),
-    }  # fmt: skip
+    }
     if args.json:
         print(json.dumps(result))
     else:

@@ -50,7 +50,7 @@ def main() -> None:
             epochs=1,
             steps_per_epoch=args.steps,
             runtime=runtime,
-        )  # fmt: skip
+        )
         for network in (first, second)
     ]
     generator = torch.Generator().manual_seed(1)

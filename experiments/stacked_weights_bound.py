@@ -54,14 +54,17 @@ def ms_per_iter(size: int, batch: int, iterations: int) -> float:
     network.use_fast_path(True)
     runtime = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
     config = StrategyConfig(options=DartsOptions(order=1))
-    strategy = STRATEGIES.get("darts")(network, config, epochs=1,
-                                       steps_per_epoch=iterations + 2, runtime=runtime)  # fmt: skip
+    strategy = STRATEGIES.get("darts")(
+        network, config, epochs=1, steps_per_epoch=iterations + 2, runtime=runtime
+    )
     generator = torch.Generator().manual_seed(1)
     train, val = [
-        (torch.randn(batch, 3, size, size, generator=generator),
-         torch.randint(0, 10, (batch,), generator=generator))
+        (
+            torch.randn(batch, 3, size, size, generator=generator),
+            torch.randint(0, 10, (batch,), generator=generator),
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     for _ in range(2):
         strategy.step(train, val)
     started = time.perf_counter()
@@ -84,8 +87,10 @@ def main() -> None:
             times[name].append(ms_per_iter(args.size, args.batch, args.iterations))
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in times.items()))
     plain, bound = (statistics.median(v) for v in times.values())
-    print(f"medians: fast path {plain:.0f} ms/iter, bound {bound:.0f} ms/iter "
-          f"(at most {plain / bound:.2f}x from stacked weight storage)")  # fmt: skip
+    print(
+        f"medians: fast path {plain:.0f} ms/iter, bound {bound:.0f} ms/iter "
+        f"(at most {plain / bound:.2f}x from stacked weight storage)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-m", "nas", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "nas", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
 
 
 def wait_all(processes: list[subprocess.Popen]) -> list[float]:
@@ -55,26 +56,48 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/tune-random-vs-asha"))
     args = parser.parse_args()
     commands = {
-        name: ["tune", "--config", CONFIG, *flags, "--sampler", "random", "--trials", "1000",
-               "--timeout", str(args.seconds), "--out", str(args.out / name.lower())]
+        name: [
+            "tune",
+            "--config",
+            CONFIG,
+            *flags,
+            "--sampler",
+            "random",
+            "--trials",
+            "1000",
+            "--timeout",
+            str(args.seconds),
+            "--out",
+            str(args.out / name.lower()),
+        ]
         for name, flags in ARMS.items()
-    }  # fmt: skip
+    }
     tunes = [start(command, args.out / f"{name.lower()}.log") for name, command in commands.items()]
     tune_seconds = wait_all(tunes)
     trains = [
-        start(["train", "--config", str(args.out / name.lower() / "best.yaml"),
-               "--out", str(args.out / f"{name.lower()}-best")],
-              args.out / f"{name.lower()}-best.log")
+        start(
+            [
+                "train",
+                "--config",
+                str(args.out / name.lower() / "best.yaml"),
+                "--out",
+                str(args.out / f"{name.lower()}-best"),
+            ],
+            args.out / f"{name.lower()}-best.log",
+        )
         for name in ARMS
-    ]  # fmt: skip
+    ]
     wait_all(trains)
-    print("| study | wall time | trials completed / pruned / failed | epochs trained | best "
-          "held-out acc | best lr, weight decay | test acc of best (retrained) |")  # fmt: skip
+    print(
+        "| study | wall time | trials completed / pruned / failed | epochs trained | best "
+        "held-out acc | best lr, weight decay | test acc of best (retrained) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for (name, _), seconds in zip(commands.items(), tune_seconds):
         study_dir = args.out / name.lower()
-        study = optuna.load_study(study_name="tune_digits",
-                                  storage=f"sqlite:///{study_dir / 'study.db'}")  # fmt: skip
+        study = optuna.load_study(
+            study_name="tune_digits", storage=f"sqlite:///{study_dir / 'study.db'}"
+        )
         states = [t.state.name for t in study.trials]
         epochs = sum(len(t.intermediate_values) for t in study.trials)
         rows = (args.out / f"{name.lower()}-best" / "metrics.jsonl").read_text().splitlines()

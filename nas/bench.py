@@ -109,10 +109,12 @@ def bench_supernet(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     network = network.to(memory_format=memory_format)
     strategy = STRATEGIES.get("darts")(
-        network, StrategyConfig(options=DartsOptions(order=order)), epochs=1,
+        network,
+        StrategyConfig(options=DartsOptions(order=order)),
+        epochs=1,
         steps_per_epoch=iterations + warmup,
         runtime=runtime,
-    )  # fmt: skip
+    )
 
     def data() -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.randn(batch, 3, size, size, device=torch_device)

@@ -57,9 +57,14 @@ def _draw_cell(ax: object, cell: CellGenotype, title: str) -> None:
             graph, positions, edgelist=edges, ax=ax, arrowsize=10, edge_color=color, node_size=800
         )
     nx.draw_networkx_edge_labels(
-        graph, positions, edge_labels=labels, ax=ax, font_size=7, label_pos=0.4,
+        graph,
+        positions,
+        edge_labels=labels,
+        ax=ax,
+        font_size=7,
+        label_pos=0.4,
         bbox={"alpha": 0.85, "color": "white", "pad": 0.1},
-    )  # fmt: skip
+    )
     ax.set_title(title)
     ax.axis("off")
 

@@ -149,8 +149,9 @@ def _earlier_exports(
     return {f: n for f, n in exports.items() if f != exclude and FILE_NAMES.get(f) == n}
 
 
-def _model_card(spec: dict[str, Any], facts: dict[str, Any], network: torch.nn.Module,
-                which: str) -> dict[str, Any]:  # fmt: skip
+def _model_card(
+    spec: dict[str, Any], facts: dict[str, Any], network: torch.nn.Module, which: str
+) -> dict[str, Any]:
     from nas import __version__
     from nas.models import count_parameters
 
@@ -187,8 +188,9 @@ def _weights_digest(network: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _torchscript(network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor,
-                 path: Path) -> torch.Tensor:  # fmt: skip
+def _torchscript(
+    network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor, path: Path
+) -> torch.Tensor:
     with torch.no_grad():
         traced = torch.jit.trace(network, example)
     from nas.io import atomic_write
@@ -199,8 +201,9 @@ def _torchscript(network: torch.nn.Module, example: torch.Tensor, check: torch.T
         return loaded(check)
 
 
-def _exported(network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor,
-              path: Path) -> torch.Tensor:  # fmt: skip
+def _exported(
+    network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor, path: Path
+) -> torch.Tensor:
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
     from nas.io import atomic_write
@@ -211,17 +214,23 @@ def _exported(network: torch.nn.Module, example: torch.Tensor, check: torch.Tens
         return loaded(check)
 
 
-def _onnx(network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor,
-          path: Path) -> torch.Tensor:  # fmt: skip
+def _onnx(
+    network: torch.nn.Module, example: torch.Tensor, check: torch.Tensor, path: Path
+) -> torch.Tensor:
     from nas.optional import optional_import
 
     optional_import("onnxscript", "ONNX export")  # torch's ONNX exporter imports it
     onnxruntime = optional_import("onnxruntime", "ONNX export")
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(
-        network, (example,), dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"],
-        output_names=["logits"], verbose=False,
-    )  # fmt: skip
+        network,
+        (example,),
+        dynamo=True,
+        dynamic_shapes=({0: batch},),
+        input_names=["images"],
+        output_names=["logits"],
+        verbose=False,
+    )
     from nas.io import atomic_write
 
     atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))

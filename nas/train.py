@@ -73,8 +73,16 @@ def check_spec(saved: dict[str, Any], requested: dict[str, Any], where: str) -> 
             f"{Genotype.from_dict(saved['genotype']).to_notation()}; the requested network uses "
             f"{Genotype.from_dict(requested['genotype']).to_notation()}"
         )
-    keys = ("network", "layers", "channels", "auxiliary", "in_channels", "num_classes",
-            "image_size", "dataset")  # fmt: skip
+    keys = (
+        "network",
+        "layers",
+        "channels",
+        "auxiliary",
+        "in_channels",
+        "num_classes",
+        "image_size",
+        "dataset",
+    )
     different = [
         f"{k} {saved.get(k)} vs {requested[k]}" for k in keys if saved.get(k) != requested[k]
     ]
@@ -152,9 +160,15 @@ class TrainTask(Task):
         self.network.drop_path_prob = self.config.model.drop_path * epoch / self.config.run.epochs
         data = self.config.data
         return loader(
-            self.data.train, data.batch_size, True, self.config.run.seed, epoch, data.augment,
-            data.cutout, (self.runtime.rank, self.runtime.world_size),
-        )  # fmt: skip
+            self.data.train,
+            data.batch_size,
+            True,
+            self.config.run.seed,
+            epoch,
+            data.augment,
+            data.cutout,
+            (self.runtime.rank, self.runtime.world_size),
+        )
 
     def step(self, batch: Any) -> StepResult:
         images, labels = (t.to(self.runtime.device) for t in batch)

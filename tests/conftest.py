@@ -45,9 +45,14 @@ TIMING = {"epoch_seconds", "peak_mem_mb"}
 def run_nas(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     """`python -m nas ARGS` in a subprocess (no stdin), output captured, 10 minutes at most."""
     return subprocess.run(
-        [sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600,
-        env={**os.environ, **(env or {})}, cwd=cwd, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, "-m", "nas", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def jsonl_rows(run: Path, name: str = "metrics.jsonl") -> list[dict]:

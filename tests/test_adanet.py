@@ -27,9 +27,25 @@ from tests.conftest import jsonl_rows, run_nas
 CPU = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
 SHAPE = DataShape(in_channels=1, image_size=8, num_classes=3)
 # A small run: breast_cancer, 11 candidate steps per round, 2 + 2 epochs per iteration.
-SMALL = ["grow", "--dataset", "breast_cancer", "--batch-size", "32", "--epochs", "2",
-         "--iterations", "2", "--set", "adanet.mixture_epochs=2", "--set", "adanet.widths=[16]",
-         "--set", "adanet.lr=0.01", "--set", "adanet.mixture_lr=0.05"]  # fmt: skip
+SMALL = [
+    "grow",
+    "--dataset",
+    "breast_cancer",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--iterations",
+    "2",
+    "--set",
+    "adanet.mixture_epochs=2",
+    "--set",
+    "adanet.widths=[16]",
+    "--set",
+    "adanet.lr=0.01",
+    "--set",
+    "adanet.mixture_lr=0.05",
+]
 
 
 def _member(generator, architecture, reads=()):
@@ -144,8 +160,9 @@ def test_a_candidate_is_the_same_however_its_steps_are_split() -> None:
     def trained(splits: list[int]) -> Candidate:
         candidate = None
         for steps in splits:  # a new object per part, as after a forecast or a resume
-            fresh = Candidate(generator, architecture, 2, Ensemble(3, False), 5, config,
-                              torch.device("cpu"))  # fmt: skip
+            fresh = Candidate(
+                generator, architecture, 2, Ensemble(3, False), 5, config, torch.device("cpu")
+            )
             if candidate is not None:
                 fresh.load_state_dict(candidate.state_dict())
             for _ in range(steps):
@@ -245,17 +262,35 @@ def test_ensemble_json_and_checkpoint_rebuild_the_same_predictions(tmp_path) -> 
 )
 def test_invalid_ensemble_json_names_the_field(tmp_path, change, message: str) -> None:
     data = {
-        "format": "nasforge.ensemble", "version": 1, "generator": "mlp", "mixture": "scalar",
-        "data": {"dataset": "digits", "in_channels": 1, "image_size": 8, "num_classes": 3,
-                 "mean": [0.0], "std": [1.0]},
-        "objective": {"loss": "cross_entropy", "complexity": "sqrt_depth",
-                      "complexity_weight": 0.01, "complexity_bias": 0.0, "value": 0.5},
+        "format": "nasforge.ensemble",
+        "version": 1,
+        "generator": "mlp",
+        "mixture": "scalar",
+        "data": {
+            "dataset": "digits",
+            "in_channels": 1,
+            "image_size": 8,
+            "num_classes": 3,
+            "mean": [0.0],
+            "std": [1.0],
+        },
+        "objective": {
+            "loss": "cross_entropy",
+            "complexity": "sqrt_depth",
+            "complexity_weight": 0.01,
+            "complexity_bias": 0.0,
+            "value": 0.5,
+        },
         "members": [
-            {"iteration": i, "mixture_weight": 0.5, "complexity": 1.0,
-             "architecture": {"kind": "mlp", "depth": 1, "width": 4, "reads": []}}
+            {
+                "iteration": i,
+                "mixture_weight": 0.5,
+                "complexity": 1.0,
+                "architecture": {"kind": "mlp", "depth": 1, "width": 4, "reads": []},
+            }
             for i in range(2)
         ],
-    }  # fmt: skip
+    }
     assert validate_ensemble(json.loads(json.dumps(data)))
     change(data)
     with pytest.raises(NasError, match=message):
@@ -345,9 +380,25 @@ def test_killed_and_resumed_grow_matches_uninterrupted(
 def test_killed_and_resumed_async_grow_matches_uninterrupted(tmp_path) -> None:
     # Rank 1 is killed inside iteration 2 (11 steps per round per share; step 28 is in its
     # second round); the resumed run must end with the same ensemble, reports and forecasts.
-    args = ["grow", "--dataset", "breast_cancer", "--batch-size", "32", "--epochs", "3",
-            "--iterations", "3", "--schedule", "async", "--nproc-per-node", "2",
-            "--set", "adanet.mixture_epochs=3", "--set", "adanet.widths=[16]"]  # fmt: skip
+    args = [
+        "grow",
+        "--dataset",
+        "breast_cancer",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--iterations",
+        "3",
+        "--schedule",
+        "async",
+        "--nproc-per-node",
+        "2",
+        "--set",
+        "adanet.mixture_epochs=3",
+        "--set",
+        "adanet.widths=[16]",
+    ]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_nas(*args, "--out", str(whole)).returncode == 0
     fault = {FAULT_ENV: "28", "NASFORGE_FAULT_RANK": "1"}
@@ -385,22 +436,37 @@ def test_async_plan_balances_shares_and_fills_slack_with_forecasts() -> None:
     plan = plan_round(regular, [("f", 5.0, 1, 100), ("g", 5.0, 0, 100)], shares=2)
     assert plan.work == [[("a", 4)], [("b", 4), ("f", 2), ("g", 2)]]
     assert (plan.forecast_steps, plan.owner("f"), plan.owner("g"), plan.owner("done")) == (
-        4, 1, 1, None,
-    )  # fmt: skip
+        4,
+        1,
+        1,
+        None,
+    )
     capped = plan_round(regular, [("f", 5.0, 0, 1), ("g", 9.0, 0, 9)], shares=2)
     assert capped.work[1] == [("b", 4), ("f", 1), ("g", 2)]  # f may take one step only
     assert plan_round(regular[:1], [("f", 1.0, 0, 9)], shares=1).forecast_steps == 0  # no slack
     # Both shares have slack: a forecast candidate stays on the share of its first step.
-    spread = plan_round([("a", 1.0, 1, 0), ("b", 1.0, 1, 1), ("c", 10.0, 1, 2)],
-                        [("f", 2.0, 0, 9), ("g", 2.0, 0, 9)], shares=3)  # fmt: skip
+    spread = plan_round(
+        [("a", 1.0, 1, 0), ("b", 1.0, 1, 1), ("c", 10.0, 1, 2)],
+        [("f", 2.0, 0, 9), ("g", 2.0, 0, 9)],
+        shares=3,
+    )
     assert spread.work[0][1:] == [("f", 4)] and spread.work[1][1:] == [("g", 4)]
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_async_schedule_on_two_processes_grows_the_sync_ensemble(tmp_path) -> None:
-    args = [*SMALL, "--dataset", "digits", "--epochs", "3", "--set", "adanet.widths=[128]",
-            "--nproc-per-node", "2"]  # fmt: skip
+    args = [
+        *SMALL,
+        "--dataset",
+        "digits",
+        "--epochs",
+        "3",
+        "--set",
+        "adanet.widths=[128]",
+        "--nproc-per-node",
+        "2",
+    ]
     runs = {}
     for schedule in ("sync", "async"):
         run = tmp_path / schedule

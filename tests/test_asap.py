@@ -219,8 +219,25 @@ def test_state_round_trip_after_pruning_resumes_exactly() -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-ARGS = ["search", "--strategy", "asap", "--dataset", "digits", "--space", "tiny", "--layers", "3",
-        "--channels", "4", "--batch-size", "32", "--epochs", "3", "--seed", "3"]  # fmt: skip
+ARGS = [
+    "search",
+    "--strategy",
+    "asap",
+    "--dataset",
+    "digits",
+    "--space",
+    "tiny",
+    "--layers",
+    "3",
+    "--channels",
+    "4",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "3",
+    "--seed",
+    "3",
+]
 
 
 @pytest.mark.slow

@@ -8,8 +8,23 @@ from nas.cli import main
 
 
 def test_bench_supernet_prints_one_json_line(capsys) -> None:
-    args = ["bench", "supernet", "--size", "8", "--channels", "2", "--layers", "3",
-            "--batch", "4", "--iterations", "2", "--warmup", "1", "--json"]  # fmt: skip
+    args = [
+        "bench",
+        "supernet",
+        "--size",
+        "8",
+        "--channels",
+        "2",
+        "--layers",
+        "3",
+        "--batch",
+        "4",
+        "--iterations",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+    ]
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
@@ -21,9 +36,30 @@ def test_bench_supernet_prints_one_json_line(capsys) -> None:
 
 
 def test_bench_supernet_second_order_and_amp_run(capsys) -> None:
-    args = ["bench", "supernet", "--size", "8", "--channels", "2", "--layers", "3",
-            "--batch", "4", "--iterations", "1", "--warmup", "0", "--order", "2", "--amp",
-            "--device", "cpu", "--path", "reference", "--channels-last"]  # fmt: skip
+    args = [
+        "bench",
+        "supernet",
+        "--size",
+        "8",
+        "--channels",
+        "2",
+        "--layers",
+        "3",
+        "--batch",
+        "4",
+        "--iterations",
+        "1",
+        "--warmup",
+        "0",
+        "--order",
+        "2",
+        "--amp",
+        "--device",
+        "cpu",
+        "--path",
+        "reference",
+        "--channels-last",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "order 2" in out and "bf16 autocast" in out and "images/s" in out
@@ -51,8 +87,24 @@ def test_bench_supernet_refuses_channels_last_where_it_does_nothing(capsys, extr
 
 
 def _bench_json(capsys, *extra: str) -> dict:
-    args = ["bench", "supernet", "--size", "8", "--channels", "4", "--layers", "3",
-            "--batch", "4", "--iterations", "1", "--warmup", "0", "--json", *extra]  # fmt: skip
+    args = [
+        "bench",
+        "supernet",
+        "--size",
+        "8",
+        "--channels",
+        "4",
+        "--layers",
+        "3",
+        "--batch",
+        "4",
+        "--iterations",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        *extra,
+    ]
     assert main(args) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 

@@ -188,8 +188,10 @@ def test_argument_errors_are_one_line(capsys) -> None:
 def test_console_script_prints_no_traceback(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "nas", "search", "--dataset", "imagenet"],
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "nas: error: unknown dataset 'imagenet'; choose one of: breast_cancer, cifar10, csv, "

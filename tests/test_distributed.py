@@ -42,12 +42,14 @@ def _batches(steps: int, size: int) -> list:
     generator = torch.Generator().manual_seed(123)
     return [
         tuple(
-            (torch.randn(size, 1, 8, 8, generator=generator),
-             torch.randint(0, 3, (size,), generator=generator))
+            (
+                torch.randn(size, 1, 8, 8, generator=generator),
+                torch.randint(0, 3, (size,), generator=generator),
+            )
             for _ in range(2)
         )
         for _ in range(steps)
-    ]  # fmt: skip
+    ]
 
 
 def _search(
@@ -131,9 +133,27 @@ def test_shards_of_a_step_make_the_one_process_batch() -> None:
 
 def test_nproc_per_node_2_search_writes_one_run_directory(tmp_path) -> None:
     run = tmp_path / "run"
-    args = ["search", "--nproc-per-node", "2", "--strategy", "darts", "--dataset", "digits",
-            "--space", "tiny", "--layers", "3", "--channels", "4", "--batch-size", "32",
-            "--epochs", "2", "--out", str(run)]  # fmt: skip
+    args = [
+        "search",
+        "--nproc-per-node",
+        "2",
+        "--strategy",
+        "darts",
+        "--dataset",
+        "digits",
+        "--space",
+        "tiny",
+        "--layers",
+        "3",
+        "--channels",
+        "4",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--out",
+        str(run),
+    ]
     result = subprocess.run(
         [sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600
     )
@@ -147,15 +167,33 @@ def test_nproc_per_node_2_search_writes_one_run_directory(tmp_path) -> None:
     # Resuming on another number of processes would change the global batch: refused.
     resumed = subprocess.run(
         [sys.executable, "-m", "nas", "search", "--out", str(run), "--resume"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 2
     assert "resume it with --nproc-per-node 2" in resumed.stderr
 
 
-RESTART_ARGS = ["search", "--nproc-per-node", "2", "--dataset", "digits", "--space", "tiny",
-                "--layers", "3", "--channels", "4", "--batch-size", "32", "--epochs", "3",
-                "--seed", "7"]  # fmt: skip
+RESTART_ARGS = [
+    "search",
+    "--nproc-per-node",
+    "2",
+    "--dataset",
+    "digits",
+    "--space",
+    "tiny",
+    "--layers",
+    "3",
+    "--channels",
+    "4",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "3",
+    "--seed",
+    "7",
+]
 
 
 def _final_state(run) -> dict:

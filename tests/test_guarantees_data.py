@@ -17,8 +17,21 @@ from tests.conftest import assert_refused
 
 # --- CSV tables (nas grow --dataset csv) -----------------------------------------------------
 
-GROW_CSV = ["grow", "--dataset", "csv", "--data-file", "t.csv", "--target", "label",
-            "--out", "run", "--epochs", "1", "--batch-size", "2"]  # fmt: skip
+GROW_CSV = [
+    "grow",
+    "--dataset",
+    "csv",
+    "--data-file",
+    "t.csv",
+    "--target",
+    "label",
+    "--out",
+    "run",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "2",
+]
 
 
 def _rows(count: int, label=lambda i: "ab"[i % 2]) -> str:
@@ -80,9 +93,25 @@ def test_good_csv_still_loads(tmp_path) -> None:
 
 # --- CIFAR-10 batches (--data-dir) -----------------------------------------------------------
 
-TRAIN_CIFAR = ["train", "--genotype", "DARTS_V2", "--dataset", "cifar10", "--data-dir", "cifar",
-               "--layers", "2", "--channels", "4", "--epochs", "1", "--batch-size", "2",
-               "--out", "run"]  # fmt: skip
+TRAIN_CIFAR = [
+    "train",
+    "--genotype",
+    "DARTS_V2",
+    "--dataset",
+    "cifar10",
+    "--data-dir",
+    "cifar",
+    "--layers",
+    "2",
+    "--channels",
+    "4",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "2",
+    "--out",
+    "run",
+]
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
@@ -155,12 +184,19 @@ def test_good_cifar_batches_load(tmp_path) -> None:
 # --- nas tune inputs -------------------------------------------------------------------------
 
 TUNE_BASE = {
-    "data": {"name": "synthetic", "batch_size": 8, "augment": False, "cutout": 0,
-             "synthetic_samples": 32, "synthetic_image_size": 8, "synthetic_channels": 1,
-             "synthetic_classes": 3},
+    "data": {
+        "name": "synthetic",
+        "batch_size": 8,
+        "augment": False,
+        "cutout": 0,
+        "synthetic_samples": 32,
+        "synthetic_image_size": 8,
+        "synthetic_channels": 1,
+        "synthetic_classes": 3,
+    },
     "model": {"genotype": "DARTS_V2", "layers": 3, "channels": 2, "auxiliary_weight": 0.0},
     "run": {"epochs": 1, "device": "cpu"},
-}  # fmt: skip
+}
 LR = {"type": "float", "low": 1e-3, "high": 0.3, "log": True}
 
 
@@ -205,30 +241,47 @@ TUNE_CASES = {
     "timeout_negative": (["--timeout", "-5"], None, {}, "tune.timeout"),
     "trials_zero": (["--trials", "0"], None, {}, "tune.trials"),
     "grid_of_10e12_points": (
-        [], {"model.layers": {"type": "int", "low": 1, "high": 1_000_000},
-             "run.epochs": {"type": "int", "low": 1, "high": 1_000_000}},
-        {"sampler": "grid"}, "points",
+        [],
+        {
+            "model.layers": {"type": "int", "low": 1, "high": 1_000_000},
+            "run.epochs": {"type": "int", "low": 1, "high": 1_000_000},
+        },
+        {"sampler": "grid"},
+        "points",
     ),
     "grid_one_huge_axis": (
-        [], {"run.epochs": {"type": "int", "low": 1, "high": 10**12}}, {"sampler": "grid"},
+        [],
+        {"run.epochs": {"type": "int", "low": 1, "high": 10**12}},
+        {"sampler": "grid"},
         "points",
     ),
     "grid_huge_float_axis": (
-        [], {"train.lr": {"type": "float", "low": 0.001, "high": 0.5, "step": 1e-15}},
-        {"sampler": "grid"}, "points",
+        [],
+        {"train.lr": {"type": "float", "low": 0.001, "high": 0.5, "step": 1e-15}},
+        {"sampler": "grid"},
+        "points",
     ),
     "low_above_high": ([], {"train.lr": {"type": "float", "low": 0.3, "high": 0.1}}, {}, "low"),
     "log_with_zero_low": (
-        [], {"train.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, {}, "log"
+        [],
+        {"train.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}},
+        {},
+        "log",
     ),
     "empty_choices": (
-        [], {"data.batch_size": {"type": "categorical", "choices": []}}, {}, "choices"
+        [],
+        {"data.batch_size": {"type": "categorical", "choices": []}},
+        {},
+        "choices",
     ),
     "unknown_field": ([], {"train.learning_rate": LR}, {}, "unknown config field"),
     "infinite_bound": (
-        [], {"train.lr": {"type": "float", "low": 0.1, "high": float("inf")}}, {}, "finite"
+        [],
+        {"train.lr": {"type": "float", "low": 0.1, "high": float("inf")}},
+        {},
+        "finite",
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(
@@ -276,17 +329,30 @@ def _grown_run(folder: Path) -> dict:
     architecture = generator.propose([], [])[0]
     ensemble = Ensemble(2, vector=False)
     complexity = generator.complexity(architecture)
-    ensemble.add(generator.build(architecture, []), architecture, 0, complexity, 0.01,
-                 torch.tensor([0.5]))  # fmt: skip
-    info = {"dataset": "csv", "in_channels": 4, "image_size": 1, "num_classes": 2,
-            "mean": [0.0] * 4, "std": [1.0] * 4}  # fmt: skip
-    objective = {"loss": "cross_entropy", "complexity": "sqrt_depth", "complexity_weight": 0.01,
-                 "complexity_bias": 0.0, "value": 0.5}  # fmt: skip
+    ensemble.add(
+        generator.build(architecture, []), architecture, 0, complexity, 0.01, torch.tensor([0.5])
+    )
+    info = {
+        "dataset": "csv",
+        "in_channels": 4,
+        "image_size": 1,
+        "num_classes": 2,
+        "mean": [0.0] * 4,
+        "std": [1.0] * 4,
+    }
+    objective = {
+        "loss": "cross_entropy",
+        "complexity": "sqrt_depth",
+        "complexity_weight": 0.01,
+        "complexity_bias": 0.0,
+        "value": 0.5,
+    }
     data = ensemble.to_dict("mlp", info, objective)
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "ensemble.json").write_text(json.dumps(data))
-    save_checkpoint(folder / "checkpoints" / "ensemble.pt",
-                    {"ensemble": data, "state": ensemble.state_dict()})  # fmt: skip
+    save_checkpoint(
+        folder / "checkpoints" / "ensemble.pt", {"ensemble": data, "state": ensemble.state_dict()}
+    )
     return data
 
 
@@ -297,24 +363,48 @@ def _nested(depth: int) -> str:
 ENSEMBLE_JSON_CASES = {
     "not_utf8": lambda data: b'{"format": "\xff\xfe"}',
     "nested_100000_deep": lambda data: _nested(100_000).encode(),
-    "nested_inside_a_field": lambda data: json.dumps(data).replace(
-        '"members": [', f'"extra": {_nested(50_000)}, "members": [').encode(),
+    "nested_inside_a_field": lambda data: (
+        json.dumps(data)
+        .replace('"members": [', f'"extra": {_nested(50_000)}, "members": [')
+        .encode()
+    ),
     "not_json": lambda data: b"ensemble",
     "a_list": lambda data: b"[1, 2, 3]",
     "members_a_string": lambda data: json.dumps({**data, "members": "m" * 10_000}).encode(),
     "generator_a_list": lambda data: json.dumps({**data, "generator": ["mlp"]}).encode(),
     "format_huge": lambda data: json.dumps({**data, "format": "f" * 100_000}).encode(),
     "classes_a_string": lambda data: json.dumps(
-        {**data, "data": {**data["data"], "num_classes": "2"}}).encode(),
+        {**data, "data": {**data["data"], "num_classes": "2"}}
+    ).encode(),
     "no_classes": lambda data: json.dumps(
-        {**data, "data": {**data["data"], "num_classes": 0}}).encode(),
-    "reads_a_huge_list": lambda data: json.dumps({**data, "members": [
-        {**data["members"][0], "architecture": {**data["members"][0]["architecture"],
-                                                "reads": list(range(50_000))}}]}).encode(),
-    "width_a_float": lambda data: json.dumps({**data, "members": [
-        {**data["members"][0], "architecture": {**data["members"][0]["architecture"],
-                                                "width": 1.5}}]}).encode(),
-}  # fmt: skip
+        {**data, "data": {**data["data"], "num_classes": 0}}
+    ).encode(),
+    "reads_a_huge_list": lambda data: json.dumps(
+        {
+            **data,
+            "members": [
+                {
+                    **data["members"][0],
+                    "architecture": {
+                        **data["members"][0]["architecture"],
+                        "reads": list(range(50_000)),
+                    },
+                }
+            ],
+        }
+    ).encode(),
+    "width_a_float": lambda data: json.dumps(
+        {
+            **data,
+            "members": [
+                {
+                    **data["members"][0],
+                    "architecture": {**data["members"][0]["architecture"], "width": 1.5},
+                }
+            ],
+        }
+    ).encode(),
+}
 
 
 def _assert_one_line_refusal(run: Path, name: str) -> str:
@@ -343,9 +433,11 @@ ENSEMBLE_PT_CASES = {
     "ensemble_a_string": lambda data, state: {"ensemble": "x", "state": state},
     "state_a_list": lambda data, state: {"ensemble": data, "state": [1, 2]},
     "state_of_another_shape": lambda data, state: {
-        "ensemble": data, "state": {k: v[..., :1] if v.dim() else v for k, v in state.items()}},
+        "ensemble": data,
+        "state": {k: v[..., :1] if v.dim() else v for k, v in state.items()},
+    },
     "other_iteration": lambda data, state: {"ensemble": {**data, "members": []}, "state": state},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("make", ENSEMBLE_PT_CASES.values(), ids=ENSEMBLE_PT_CASES.keys())
@@ -374,11 +466,34 @@ def test_good_ensemble_loads(tmp_path) -> None:
 
 # --- splits that leave too little, and network sizes -----------------------------------------
 
-TINY_DATA = ["--dataset", "synthetic", "--set", "data.synthetic_samples=32",
-             "--set", "data.synthetic_image_size=8", "--set", "data.synthetic_channels=1",
-             "--epochs", "1", "--out", "run"]  # fmt: skip
-TRAIN_TINY = ["train", "--genotype", "DARTS_V2", "--layers", "2", "--channels", "2",
-              "--cutout", "0", "--batch-size", "8", *TINY_DATA]  # fmt: skip
+TINY_DATA = [
+    "--dataset",
+    "synthetic",
+    "--set",
+    "data.synthetic_samples=32",
+    "--set",
+    "data.synthetic_image_size=8",
+    "--set",
+    "data.synthetic_channels=1",
+    "--epochs",
+    "1",
+    "--out",
+    "run",
+]
+TRAIN_TINY = [
+    "train",
+    "--genotype",
+    "DARTS_V2",
+    "--layers",
+    "2",
+    "--channels",
+    "2",
+    "--cutout",
+    "0",
+    "--batch-size",
+    "8",
+    *TINY_DATA,
+]
 GROW_TINY = ["grow", *TINY_DATA]
 
 SPLIT_CASES = {
@@ -389,10 +504,11 @@ SPLIT_CASES = {
     "grow_train_portion_0.99": ([*GROW_TINY, "--set", "data.train_portion=0.99"], "too small"),
     "four_samples": ([*TRAIN_TINY, "--set", "data.synthetic_samples=4"], "too small"),
     "digits_batch_above_split": (
-        ["grow", "--dataset", "digits", "--batch-size", "1000", "--out", "run"], "held-out"
+        ["grow", "--dataset", "digits", "--batch-size", "1000", "--out", "run"],
+        "held-out",
     ),
     "cutout_whole_image": ([*TRAIN_TINY, "--cutout", "8"], "--cutout"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("argv,contains", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())

@@ -27,8 +27,9 @@ def test_published_parameter_counts_reproduce_the_papers() -> None:
 
 def test_auxiliary_parameters_are_counted_apart() -> None:
     network = CifarNetwork(PUBLISHED_GENOTYPES["DARTS_V2"], 3, 10, channels=8, layers=5)
-    without = CifarNetwork(PUBLISHED_GENOTYPES["DARTS_V2"], 3, 10, channels=8, layers=5,
-                           auxiliary=False)  # fmt: skip
+    without = CifarNetwork(
+        PUBLISHED_GENOTYPES["DARTS_V2"], 3, 10, channels=8, layers=5, auxiliary=False
+    )
     assert count_parameters(network) == count_parameters(without)
     assert count_parameters(network, exclude_auxiliary=False) > count_parameters(network)
 
@@ -82,17 +83,25 @@ def test_any_channel_count_and_image_size(network: str, in_channels: int, size: 
 def test_the_tiny_space_builds_too() -> None:
     tiny = Genotype.from_dict(
         {
-            "format": "nasforge.genotype", "version": 1, "space": "tiny",
-            "normal": {"nodes": [[{"op": "sep_conv_3x3", "input": 0},
-                                  {"op": "skip_connect", "input": 1}],
-                                 [{"op": "avg_pool_3x3", "input": 2},
-                                  {"op": "sep_conv_3x3", "input": 1}]], "concat": [2, 3]},
-            "reduce": {"nodes": [[{"op": "avg_pool_3x3", "input": 0},
-                                  {"op": "skip_connect", "input": 1}],
-                                 [{"op": "skip_connect", "input": 2},
-                                  {"op": "sep_conv_3x3", "input": 0}]], "concat": [2, 3]},
+            "format": "nasforge.genotype",
+            "version": 1,
+            "space": "tiny",
+            "normal": {
+                "nodes": [
+                    [{"op": "sep_conv_3x3", "input": 0}, {"op": "skip_connect", "input": 1}],
+                    [{"op": "avg_pool_3x3", "input": 2}, {"op": "sep_conv_3x3", "input": 1}],
+                ],
+                "concat": [2, 3],
+            },
+            "reduce": {
+                "nodes": [
+                    [{"op": "avg_pool_3x3", "input": 0}, {"op": "skip_connect", "input": 1}],
+                    [{"op": "skip_connect", "input": 2}, {"op": "sep_conv_3x3", "input": 0}],
+                ],
+                "concat": [2, 3],
+            },
         }
-    )  # fmt: skip
+    )
     model = CifarNetwork(tiny, 1, 3, channels=4, layers=3)
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
 

@@ -8,8 +8,23 @@ import torch
 from nas.runtime.engine import FAULT_ENV
 from tests.conftest import jsonl_rows, run_nas
 
-ARGS = ["search", "--dataset", "digits", "--space", "tiny", "--layers", "3", "--channels", "4",
-        "--batch-size", "32", "--epochs", "3", "--seed", "7"]  # fmt: skip
+ARGS = [
+    "search",
+    "--dataset",
+    "digits",
+    "--space",
+    "tiny",
+    "--layers",
+    "3",
+    "--channels",
+    "4",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "3",
+    "--seed",
+    "7",
+]
 
 
 @pytest.mark.slow

@@ -13,9 +13,15 @@ from nas.supernet import SearchNetwork
 def test_darts_space_matches_the_paper() -> None:
     space = get_space("darts")
     assert space.ops == (
-        "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
-    )  # fmt: skip
+        "none",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+    )
     assert (space.num_nodes, space.num_edges, space.edges_per_node) == (4, 14, 2)
     assert space.concat == (2, 3, 4, 5)
     assert space.stem_multiplier == 3

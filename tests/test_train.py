@@ -16,8 +16,20 @@ from nas.spaces import get_space
 from nas.supernet import SearchNetwork
 from tests.conftest import assert_refused, jsonl_rows, run_nas
 
-SMALL = ["--dataset", "digits", "--layers", "3", "--channels", "4", "--batch-size", "64",
-         "--cutout", "3", "--set", "data.augment=false"]  # fmt: skip
+SMALL = [
+    "--dataset",
+    "digits",
+    "--layers",
+    "3",
+    "--channels",
+    "4",
+    "--batch-size",
+    "64",
+    "--cutout",
+    "3",
+    "--set",
+    "data.augment=false",
+]
 
 
 def _searched_genotype(tmp_path):
@@ -33,8 +45,9 @@ def _searched_genotype(tmp_path):
 def test_train_a_searched_genotype_on_digits(tmp_path, capsys) -> None:
     genotype_file = _searched_genotype(tmp_path)
     run = tmp_path / "run"
-    code = main(["train", "--genotype", str(genotype_file), *SMALL, "--epochs", "2",
-                 "--out", str(run)])  # fmt: skip
+    code = main(
+        ["train", "--genotype", str(genotype_file), *SMALL, "--epochs", "2", "--out", str(run)]
+    )
     assert code == 0
     rows = jsonl_rows(run)
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -99,9 +112,17 @@ def test_check_spec_names_the_mismatch() -> None:
     from nas.errors import NasError
     from nas.train import check_spec
 
-    spec = {"genotype": PUBLISHED_GENOTYPES["DARTS_V2"].to_dict(), "network": "cifar",
-            "layers": 20, "channels": 36, "auxiliary": True, "in_channels": 3,
-            "num_classes": 10, "image_size": 32, "dataset": "cifar10"}  # fmt: skip
+    spec = {
+        "genotype": PUBLISHED_GENOTYPES["DARTS_V2"].to_dict(),
+        "network": "cifar",
+        "layers": 20,
+        "channels": 36,
+        "auxiliary": True,
+        "in_channels": 3,
+        "num_classes": 10,
+        "image_size": 32,
+        "dataset": "cifar10",
+    }
     check_spec(spec, dict(spec), "ckpt")
     with pytest.raises(NasError, match="channels 36 vs 16"):
         check_spec(spec, {**spec, "channels": 16}, "ckpt")
@@ -128,9 +149,15 @@ def test_user_errors_are_one_line(tmp_path, args: list[str], message: str) -> No
 
 def test_summary_json_without_training(tmp_path) -> None:
     result = run_nas(
-        "train", "--genotype", "DARTS_V2", "--network", "imagenet", "--summary", "--json",
+        "train",
+        "--genotype",
+        "DARTS_V2",
+        "--network",
+        "imagenet",
+        "--summary",
+        "--json",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["params"] == 4_718_752 and summary["image_size"] == 224
@@ -154,8 +181,12 @@ def test_show_prints_and_draws_both_cells(tmp_path) -> None:
     out = tmp_path / "cells.png"
     result = run_nas("show", "DARTS_V2", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    for text in ("normal cell:", "reduce cell:", "node 3 = skip_connect(c[k-2]) + dil_conv_3x3(0)",
-                 "3.35M parameters"):  # fmt: skip
+    for text in (
+        "normal cell:",
+        "reduce cell:",
+        "node 3 = skip_connect(c[k-2]) + dil_conv_3x3(0)",
+        "3.35M parameters",
+    ):
         assert text in result.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from matplotlib.image import imread
@@ -232,8 +263,21 @@ def test_export_of_a_search_run_is_a_clear_error(tmp_path) -> None:
 
 
 def test_export_of_the_last_checkpoint_reports_its_test_accuracy(trained_run, tmp_path) -> None:
-    assert main(["export", str(trained_run), "--format", "exported", "--checkpoint", "last",
-                 "--out", str(tmp_path / "e")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(trained_run),
+                "--format",
+                "exported",
+                "--checkpoint",
+                "last",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )
     card = json.loads((tmp_path / "e" / "model_card.json").read_text())
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert card["checkpoint"] == "last" and card["test_accuracy"] == rows[-1]["test_acc"]

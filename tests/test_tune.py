@@ -31,19 +31,40 @@ CPU = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
 
 # DARTS_V2, 3 cells, C=4, on 64 synthetic 8x8 images: about a second per trial.
 TINY = {
-    "data": {"name": "synthetic", "batch_size": 16, "augment": False, "cutout": 0,
-             "synthetic_samples": 64, "synthetic_image_size": 8, "synthetic_channels": 1,
-             "synthetic_classes": 3},
-    "model": {"genotype": "DARTS_V2", "layers": 3, "channels": 4, "auxiliary_weight": 0.0,
-              "drop_path": 0.0},
+    "data": {
+        "name": "synthetic",
+        "batch_size": 16,
+        "augment": False,
+        "cutout": 0,
+        "synthetic_samples": 64,
+        "synthetic_image_size": 8,
+        "synthetic_channels": 1,
+        "synthetic_classes": 3,
+    },
+    "model": {
+        "genotype": "DARTS_V2",
+        "layers": 3,
+        "channels": 4,
+        "auxiliary_weight": 0.0,
+        "drop_path": 0.0,
+    },
     "run": {"epochs": 2, "device": "cpu"},
-}  # fmt: skip
+}
 LR = {"type": "float", "low": 1e-3, "high": 0.3, "log": True}
 
 
 def _config(tmp_path: Path, params: dict, **tune) -> Path:
-    data = {**TINY, "tune": {"command": "train", "sampler": "random", "pruner": "asha",
-                             "trials": 3, **tune, "params": params}}  # fmt: skip
+    data = {
+        **TINY,
+        "tune": {
+            "command": "train",
+            "sampler": "random",
+            "pruner": "asha",
+            "trials": 3,
+            **tune,
+            "params": params,
+        },
+    }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -97,7 +118,7 @@ def test_declarations_are_parsed_with_yaml_exponents_and_steps() -> None:
         ({"run.out": {"type": "categorical", "choices": ["a"]}}, "set by nas tune itself"),
         ({}, "tune.params is empty"),
     ],
-)  # fmt: skip
+)
 def test_bad_declarations_name_the_field(params: dict, message: str) -> None:
     with pytest.raises(NasError, match=message):
         parse_params(params, TrainConfig)
@@ -113,7 +134,7 @@ def test_bad_declarations_name_the_field(params: dict, message: str) -> None:
         ({"timeout": 0, "params": {"train.lr": LR}}, "tune.timeout must be a positive number"),
         ({"holdout": 1, "params": {"train.lr": LR}}, r"tune.holdout must be a fraction"),
     ],
-)  # fmt: skip
+)
 def test_bad_tune_settings_are_errors(section: dict, message: str) -> None:
     with pytest.raises(NasError, match=message):
         parse_tune_section(section, TrainConfig)
@@ -127,10 +148,13 @@ def test_params_cannot_be_set_from_the_command_line(name: str) -> None:
 
 def test_suggested_values_stay_in_their_ranges_and_reach_the_config() -> None:
     specs = parse_params(
-        {"train.lr": LR, "model.layers": {"type": "int", "low": 2, "high": 6, "step": 2},
-         "data.batch_size": {"type": "categorical", "choices": [8, 16]}},
+        {
+            "train.lr": LR,
+            "model.layers": {"type": "int", "low": 2, "high": 6, "step": 2},
+            "data.batch_size": {"type": "categorical", "choices": [8, 16]},
+        },
         TrainConfig,
-    )  # fmt: skip
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(20):
@@ -275,18 +299,25 @@ def test_tune_writes_trials_best_yaml_hparams_plot_and_resumes(tmp_path, capsys)
 # One tiny config and one tuned field per tunable command: a command registered without an entry
 # here fails the test below.
 COMMAND_CASES = {
-    "search": ({"data": {**TINY["data"], "batch_size": 8},
-                "model": {"space": "tiny", "layers": 3, "channels": 4},
-                "run": {"epochs": 2, "device": "cpu"}}, "strategy.weight_lr"),
+    "search": (
+        {
+            "data": {**TINY["data"], "batch_size": 8},
+            "model": {"space": "tiny", "layers": 3, "channels": 4},
+            "run": {"epochs": 2, "device": "cpu"},
+        },
+        "strategy.weight_lr",
+    ),
     "train": (TINY, "train.lr"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", TUNABLE_COMMANDS.names())
 def test_every_tunable_command_runs_a_trial_that_reports_each_epoch(tmp_path, name) -> None:
     sections, field = COMMAND_CASES[name]
-    data = {**sections, "tune": {"command": name, "trials": 1, "sampler": "random",
-                                 "params": {field: LR}}}  # fmt: skip
+    data = {
+        **sections,
+        "tune": {"command": name, "trials": 1, "sampler": "random", "params": {field: LR}},
+    }
     config, out = tmp_path / "tiny.yaml", tmp_path / "study"
     config.write_text(yaml.safe_dump(data))
     assert main(["tune", "--config", str(config), "--out", str(out)]) == 0
@@ -337,8 +368,12 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_and_queued_again(tmp_
     alive = start_trial(study)
     dead = start_trial(study)
     dead.suggest_float("x", 0, 1)
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead.set_user_attr("pid", int(gone.stdout))
     assert recover_stale_trials(study) == [dead.number]
     assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL", "WAITING"]
@@ -391,10 +426,30 @@ def test_import_nas_and_the_cli_do_not_import_optuna() -> None:
 def test_two_workers_share_one_journal_storage(tmp_path) -> None:
     config = _config(tmp_path, {"train.lr": LR}, trials=4, pruner="none")
     out, journal = tmp_path / "study", tmp_path / "journal.log"
-    command = [sys.executable, "-m", "nas", "tune", "--config", str(config), "--out", str(out),
-               "--storage", str(journal), "--set", "run.epochs=1"]  # fmt: skip
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL) for _ in range(2)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "nas",
+        "tune",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--storage",
+        str(journal),
+        "--set",
+        "run.epochs=1",
+    ]
+    workers = [
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
     outputs = [worker.communicate(timeout=600) for worker in workers]
     for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]

@@ -80,8 +80,9 @@ class Candidate:
         local = global_batch // share.world_size
         stream_id = (epoch, local, share.rank, share.world_size)
         if self._stream is None or self._stream[0] != stream_id or self._stream[2] != index:
-            batches = loader(dataset, local, True, self.seed, epoch,
-                             shard=(share.rank, share.world_size))  # fmt: skip
+            batches = loader(
+                dataset, local, True, self.seed, epoch, shard=(share.rank, share.world_size)
+            )
             self._stream = (stream_id, itertools.islice(iter(batches), index, None), index)
         stream_id, batches, _ = self._stream
         images, labels = next(batches)

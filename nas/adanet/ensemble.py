@@ -64,8 +64,15 @@ class Ensemble(nn.Module):
         self.iterations: list[int] = []
         self.complexities: list[float] = []
 
-    def add(self, member: Subnetwork, architecture: dict, iteration: int, complexity: float,
-            gamma: float, mixture: torch.Tensor) -> None:  # fmt: skip
+    def add(
+        self,
+        member: Subnetwork,
+        architecture: dict,
+        iteration: int,
+        complexity: float,
+        gamma: float,
+        mixture: torch.Tensor,
+    ) -> None:
         """Freeze `member` and append it; `mixture` holds the weights of all members."""
         member.eval().requires_grad_(False)
         self.members.append(member)
@@ -99,23 +106,42 @@ class Ensemble(nn.Module):
     def to_dict(self, generator: str, data: dict[str, Any], objective_info: dict) -> dict:
         """The ensemble.json form (architectures, not weights)."""
         members = [
-            {"iteration": iteration, "architecture": architecture,
-             "mixture_weight": weights.tolist(), "complexity": complexity}
+            {
+                "iteration": iteration,
+                "architecture": architecture,
+                "mixture_weight": weights.tolist(),
+                "complexity": complexity,
+            }
             for iteration, architecture, weights, complexity in zip(
                 self.iterations, self.architectures, self.mixture, self.complexities
             )
-        ]  # fmt: skip
+        ]
         return {
-            "format": FORMAT, "version": VERSION, "generator": generator,
-            "mixture": "vector" if self.vector else "scalar", "data": data,
-            "objective": objective_info, "members": members,
-        }  # fmt: skip
+            "format": FORMAT,
+            "version": VERSION,
+            "generator": generator,
+            "mixture": "vector" if self.vector else "scalar",
+            "data": data,
+            "objective": objective_info,
+            "members": members,
+        }
 
 
-DATA_FIELDS = {"dataset": str, "in_channels": int, "image_size": int, "num_classes": int,
-               "mean": list, "std": list}  # fmt: skip
-OBJECTIVE_FIELDS = {"loss": str, "complexity": str, "complexity_weight": float,
-                    "complexity_bias": float, "value": float}  # fmt: skip
+DATA_FIELDS = {
+    "dataset": str,
+    "in_channels": int,
+    "image_size": int,
+    "num_classes": int,
+    "mean": list,
+    "std": list,
+}
+OBJECTIVE_FIELDS = {
+    "loss": str,
+    "complexity": str,
+    "complexity_weight": float,
+    "complexity_bias": float,
+    "value": float,
+}
 
 
 def validate_ensemble(data: Any, where: str = "ensemble") -> dict:
@@ -170,9 +196,11 @@ def validate_ensemble(data: Any, where: str = "ensemble") -> dict:
         generator.validate(member["architecture"], f"{at}.architecture", index)
         weight = member["mixture_weight"]
         size = shape.num_classes if data["mixture"] == "vector" else None
-        ok = _is_number(weight) if size is None else (
-            isinstance(weight, list) and len(weight) == size and all(map(_is_number, weight))
-        )  # fmt: skip
+        ok = (
+            _is_number(weight)
+            if size is None
+            else (isinstance(weight, list) and len(weight) == size and all(map(_is_number, weight)))
+        )
         if not ok:
             what = "a number" if size is None else f"a list of {size} numbers (one per class)"
             raise NasError(f"{at}.mixture_weight: expected {what}, got {shorten(weight)}")
@@ -215,9 +243,13 @@ def build_ensemble(data: dict, generator: SubnetworkGenerator) -> Ensemble:
         with torch.random.fork_rng(devices=[]):
             module = generator.build(architecture, reads)
         ensemble.add(
-            module, architecture, member["iteration"], member["complexity"],
-            gamma + objective_info["complexity_bias"], torch.tensor(weights, dtype=torch.float32),
-        )  # fmt: skip
+            module,
+            architecture,
+            member["iteration"],
+            member["complexity"],
+            gamma + objective_info["complexity_bias"],
+            torch.tensor(weights, dtype=torch.float32),
+        )
     return ensemble
 
 

@@ -261,10 +261,15 @@ class CNNGenerator(SubnetworkGenerator):
     def propose(self, members: list[dict], reports: list[dict]) -> list[dict]:
         cells = members[-1]["depth"] if members else self.first_depth
         return [
-            {"kind": "cnn", "depth": d, "channels": self.options.cnn_channels,
-             "genotype": self.genotype, "reads": []}
+            {
+                "kind": "cnn",
+                "depth": d,
+                "channels": self.options.cnn_channels,
+                "genotype": self.genotype,
+                "reads": [],
+            }
             for d in (cells, cells + 1)
-        ]  # fmt: skip
+        ]
 
     def validate(self, architecture: Any, where: str, members: int) -> dict:
         from nas.genotype import Genotype
@@ -287,10 +292,13 @@ class CNNGenerator(SubnetworkGenerator):
         from nas.models import CifarNetwork
 
         network = CifarNetwork(
-            Genotype.from_dict(architecture["genotype"]), self.shape.in_channels,
-            self.shape.num_classes, channels=architecture["channels"],
-            layers=architecture["depth"], auxiliary=False,
-        )  # fmt: skip
+            Genotype.from_dict(architecture["genotype"]),
+            self.shape.in_channels,
+            self.shape.num_classes,
+            channels=architecture["channels"],
+            layers=architecture["depth"],
+            auxiliary=False,
+        )
         return CNNSubnetwork(network)
 
     def cost(self, architecture: dict, read_sizes: list[int]) -> float:

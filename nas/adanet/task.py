@@ -60,10 +60,13 @@ class GrowTask(Task):
         ada = config.adanet
         data = data if data is not None else load_dataset(config.data)
         self.data_info = {
-            "dataset": config.data.name, "in_channels": data.in_channels,
-            "image_size": data.image_size, "num_classes": data.num_classes,
-            "mean": list(data.mean), "std": list(data.std),
-        }  # fmt: skip
+            "dataset": config.data.name,
+            "in_channels": data.in_channels,
+            "image_size": data.image_size,
+            "num_classes": data.num_classes,
+            "mean": list(data.mean),
+            "std": list(data.std),
+        }
         self.train_set, self.val_set = check_grow_data(config, data, runtime.world_size)
         self.test_set = data.test
         self.shape = DataShape(data.in_channels, data.image_size, data.num_classes)
@@ -80,9 +83,15 @@ class GrowTask(Task):
         self.stopped = False
         self.reports: list[dict] = []
         self.pool: dict[str, Candidate] = {}  # async forecasts: candidates of iteration + 1
-        self.stats = {"forecast_candidates": 0, "forecast_adopted": 0, "forecast_steps": 0,
-                      "forecast_steps_adopted": 0, "leader_guesses": 0, "leader_hits": 0,
-                      "train_madds": 0.0}  # fmt: skip
+        self.stats = {
+            "forecast_candidates": 0,
+            "forecast_adopted": 0,
+            "forecast_steps": 0,
+            "forecast_steps_adopted": 0,
+            "leader_guesses": 0,
+            "leader_hits": 0,
+            "train_madds": 0.0,
+        }
         self.leader_guess: str | None = None
         self.final_metrics: dict[str, Any] = {}  # the metrics of the last finished iteration
         self.mixtures: Mixtures | None = None  # during the mixture epoch
@@ -106,8 +115,15 @@ class GrowTask(Task):
         return divmod(epoch, self.epochs_per_iteration)
 
     def _candidate(self, architecture: dict, iteration: int) -> Candidate:
-        return Candidate(self.generator, architecture, iteration, self.ensemble,
-                         self.config.run.seed, self.config.adanet, self.runtime.device)  # fmt: skip
+        return Candidate(
+            self.generator,
+            architecture,
+            iteration,
+            self.ensemble,
+            self.config.run.seed,
+            self.config.adanet,
+            self.runtime.device,
+        )
 
     def _start_iteration(self) -> None:
         """Propose the iteration's candidates, adopting forecast ones that came true."""
@@ -150,11 +166,14 @@ class GrowTask(Task):
             self.mixtures = Mixtures(self.ensemble, self.candidates, self.config.adanet.mixture_lr)
         seed = self.config.run.seed * 1009 + self.iteration
         shard = (self.runtime.rank, self.runtime.world_size)
-        return _Passes([
-            loader(self.val_set, self.config.data.batch_size, True, seed, mixture_pass,
-                   shard=shard)
-            for mixture_pass in range(self.config.adanet.mixture_epochs)
-        ])  # fmt: skip
+        return _Passes(
+            [
+                loader(
+                    self.val_set, self.config.data.batch_size, True, seed, mixture_pass, shard=shard
+                )
+                for mixture_pass in range(self.config.adanet.mixture_epochs)
+            ]
+        )
 
     def _candidate_round(self, round_: int) -> list[list[Candidate]]:
         target = min((round_ + 1) * self.steps_per_round, self.rounds * self.steps_per_round)
@@ -209,8 +228,12 @@ class GrowTask(Task):
         loss_sum = correct = torch.zeros((), device=device)
         count = 0
         for candidate in batch:
-            images, labels = (t.to(device) for t in candidate.batch(
-                self.train_set, candidate.steps, self.global_batch, self.share))  # fmt: skip
+            images, labels = (
+                t.to(device)
+                for t in candidate.batch(
+                    self.train_set, candidate.steps, self.global_batch, self.share
+                )
+            )
             loss, right = candidate.train_step(
                 images, labels, self._extra(candidate, images), self.share
             )
@@ -268,27 +291,42 @@ class GrowTask(Task):
             self.stats["leader_hits"] += int(grew and self.leader_guess == chosen.key)
             self.leader_guess = None
         reports = [
-            {**c.report(), "val_objective": objectives[i], "ensemble_val_acc": accuracies[i],
-             "mixture_weights": self.mixtures.weights[i].detach().tolist(),
-             "chosen": grew and i == best}
+            {
+                **c.report(),
+                "val_objective": objectives[i],
+                "ensemble_val_acc": accuracies[i],
+                "mixture_weights": self.mixtures.weights[i].detach().tolist(),
+                "chosen": grew and i == best,
+            }
             for i, c in enumerate(self.candidates)
-        ]  # fmt: skip
+        ]
         self.reports.append({"iteration": self.iteration + 1, "candidates": reports})
         if grew:
             weights = self.mixtures.weights[best]
-            self.ensemble.add(chosen.module, chosen.architecture, self.iteration,
-                              chosen.complexity, chosen.gamma, weights)  # fmt: skip
+            self.ensemble.add(
+                chosen.module,
+                chosen.architecture,
+                self.iteration,
+                chosen.complexity,
+                chosen.gamma,
+                weights,
+            )
             self.objective_value = objectives[best]
         else:
             self.stopped = True
         val_loss, val_acc = self._sums(self.ensemble, self.val_set)
         test_loss, test_acc = self._sums(self.ensemble, self.test_set)
         record = {
-            "iteration": self.iteration + 1, "members": len(self.ensemble.members),
-            "grew": int(grew), "objective": self.objective_value, "val_loss": val_loss,
-            "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+            "iteration": self.iteration + 1,
+            "members": len(self.ensemble.members),
+            "grew": int(grew),
+            "objective": self.objective_value,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
             **{k: v for k, v in self.stats.items()},
-        }  # fmt: skip
+        }
         if self.shape.num_classes == 2:
             record["test_auc"] = evaluate_binary_auc(self.ensemble, self.test_set, self.runtime)
         self._log = IterationLog(self._epoch + 1, reports, record)
@@ -309,8 +347,9 @@ class GrowTask(Task):
 
     def log_epoch(self, epoch: int, record: dict[str, Any], logger: RunLogger) -> None:
         for label, loss in self._round_log.items():
-            logger.scalar(f"candidate_own_val_loss/iteration{self.iteration + 1}/{label}",
-                          loss, epoch + 1)  # fmt: skip
+            logger.scalar(
+                f"candidate_own_val_loss/iteration{self.iteration + 1}/{label}", loss, epoch + 1
+            )
         self._round_log = {}
         if self._log is not None:
             write_iteration(self._log, self, logger)
@@ -322,23 +361,29 @@ class GrowTask(Task):
         """The ensemble.json object of the current ensemble."""
         ada = self.config.adanet
         objective_info = {
-            "loss": "cross_entropy", "complexity": "sqrt_depth",
-            "complexity_weight": ada.complexity_weight, "complexity_bias": ada.complexity_bias,
+            "loss": "cross_entropy",
+            "complexity": "sqrt_depth",
+            "complexity_weight": ada.complexity_weight,
+            "complexity_bias": ada.complexity_bias,
             "value": self.objective_value,
-        }  # fmt: skip
+        }
         return self.ensemble.to_dict(ada.generator, self.data_info, objective_info)
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "iteration": self.iteration, "stopped": self.stopped,
-            "objective": self.objective_value, "reports": self.reports,
-            "stats": dict(self.stats), "leader_guess": self.leader_guess,
+            "iteration": self.iteration,
+            "stopped": self.stopped,
+            "objective": self.objective_value,
+            "reports": self.reports,
+            "stats": dict(self.stats),
+            "leader_guess": self.leader_guess,
             "final_metrics": self.final_metrics,
             "ensemble": {"spec": self.ensemble_dict(), "state": self.ensemble.state_dict()},
-            "candidates": [c.state_dict() for c in self.candidates], "owner": self.owner,
+            "candidates": [c.state_dict() for c in self.candidates],
+            "owner": self.owner,
             "pool": [c.state_dict() for c in self.pool.values()],
             "mixtures": self.mixtures.state_dict() if self.mixtures else None,
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iteration, self.stopped = state["iteration"], state["stopped"]

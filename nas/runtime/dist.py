@@ -231,8 +231,9 @@ def init_runtime(device: str, sync_batchnorm: bool = False) -> Runtime:
         torch.cuda.set_device(resolved)
     backend = "nccl" if resolved.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, store=_store(rank, world_size), rank=rank,
-                                world_size=world_size)  # fmt: skip
+        dist.init_process_group(
+            backend, store=_store(rank, world_size), rank=rank, world_size=world_size
+        )
     return Runtime(rank, world_size, resolved, local_rank, sync_batchnorm)
 
 

@@ -51,9 +51,11 @@ def _search() -> TunableCommand:
     from nas.config import Config
 
     return TunableCommand(
-        Config, lambda tune: ("val_acc", "val_loss", *TRAIN_METRICS), _build_search,
+        Config,
+        lambda tune: ("val_acc", "val_loss", *TRAIN_METRICS),
+        _build_search,
         reproduce="nas search --config best.yaml",
-    )  # fmt: skip
+    )
 
 
 @TUNABLE_COMMANDS.register("train")

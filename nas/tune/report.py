@@ -54,8 +54,10 @@ def summary_table(study: Any, metric: str, top: int = 5) -> str:
     complete.sort(key=lambda t: t.value, reverse=maximize)
     keys = list(best.params)
     header = ["trial", metric, *keys]
-    rows = [[str(t.number), f"{t.value:.4f}", *(_format(t.params.get(k)) for k in keys)]
-            for t in complete[:top]]  # fmt: skip
+    rows = [
+        [str(t.number), f"{t.value:.4f}", *(_format(t.params.get(k)) for k in keys)]
+        for t in complete[:top]
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines.append(f"top {len(rows)} of {len(complete)} completed:")
     for row in [header, *rows]:
@@ -86,8 +88,14 @@ class HparamsLog:
         self.tb_dir = tb_dir
         self._writer: Any = None
 
-    def add(self, trial_number: int, params: dict[str, Any], outcome: str, metric: str,
-            values: list[float]) -> None:  # fmt: skip
+    def add(
+        self,
+        trial_number: int,
+        params: dict[str, Any],
+        outcome: str,
+        metric: str,
+        values: list[float],
+    ) -> None:
         """Log one finished trial (nothing if it reported no epoch)."""
         if not values:
             return

@@ -137,15 +137,20 @@ def _open(setup: _Plan, args: argparse.Namespace) -> Any:
     entropy = [tune.seed, done] + ([os.getpid()] if args.storage else [])
     seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     study = studies.open_study(
-        storage, setup.study_name, setup.direction,
-        studies.make_sampler(tune, seed), studies.make_pruner(tune, setup.max_epochs),
-    )  # fmt: skip
+        storage,
+        setup.study_name,
+        setup.direction,
+        studies.make_sampler(tune, seed),
+        studies.make_pruner(tune, setup.max_epochs),
+    )
     if tune.sampler == "grid":
         studies.enqueue_grid(study, tune.params, tune.seed)
     stale = studies.recover_stale_trials(study)
     if stale:
-        print(f"nas tune: trials {stale} were left running by a stopped worker; queued again",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"nas tune: trials {stale} were left running by a stopped worker; queued again",
+            file=sys.stderr,
+        )
     state = f"continuing, {done} of {tune.trials} trials done" if done else "new study"
     print(
         f"nas tune: study {setup.study_name} ({where}; {state}), nas {tune.command}, sampler "
@@ -168,8 +173,14 @@ def _loop(setup: _Plan, study: Any, runtime: Any) -> int:
     timeout = setup.tune.timeout
     if runtime.is_main:
         done = len(studies.counted_trials(study))
-        bar = tqdm(total=setup.tune.trials, initial=min(done, setup.tune.trials), desc="trials",
-                   unit="trial", file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=setup.tune.trials,
+            initial=min(done, setup.tune.trials),
+            desc="trials",
+            unit="trial",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         _show_best(bar, study)
     while True:
         trial, job = None, None
@@ -186,8 +197,11 @@ def _loop(setup: _Plan, study: Any, runtime: Any) -> int:
         except KeyboardInterrupt:
             if trial is not None:
                 studies.retry_trial(study, trial)
-                print(f"\nnas tune: interrupted; trial {job['number']} is queued again. Continue "
-                      "with the same nas tune command", file=sys.stderr)  # fmt: skip
+                print(
+                    f"\nnas tune: interrupted; trial {job['number']} is queued again. Continue "
+                    "with the same nas tune command",
+                    file=sys.stderr,
+                )
             hparams.close()
             return 130
         if trial is None:
@@ -204,8 +218,9 @@ def _loop(setup: _Plan, study: Any, runtime: Any) -> int:
     return 0
 
 
-def _run_one(setup: _Plan, job: dict[str, Any], runtime: Any,
-             reporter: EpochReporter) -> tuple[str, float | None, str]:  # fmt: skip
+def _run_one(
+    setup: _Plan, job: dict[str, Any], runtime: Any, reporter: EpochReporter
+) -> tuple[str, float | None, str]:
     """(outcome, value, error) of one trial, on every process. A failure is recorded, not
     raised, so the study goes on.
     """
@@ -227,8 +242,14 @@ def _run_one(setup: _Plan, job: dict[str, Any], runtime: Any,
     return "complete", value, ""
 
 
-def _trial_line(job: dict[str, Any], outcome: str, value: float | None, error: str, metric: str,
-                reporter: EpochReporter) -> str:  # fmt: skip
+def _trial_line(
+    job: dict[str, Any],
+    outcome: str,
+    value: float | None,
+    error: str,
+    metric: str,
+    reporter: EpochReporter,
+) -> str:
     params = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in job["params"].items()
     )

@@ -173,8 +173,10 @@ def grid_points(specs: dict[str, ParamSpec], seed: int) -> list[dict[str, Any]]:
 
     check_grid(specs)
     keys = list(specs)
-    points = [dict(zip(keys, values))
-              for values in itertools.product(*(specs[k].grid_values() for k in keys))]  # fmt: skip
+    points = [
+        dict(zip(keys, values))
+        for values in itertools.product(*(specs[k].grid_values() for k in keys))
+    ]
     random.Random(seed).shuffle(points)
     return points
 
@@ -193,8 +195,14 @@ def open_study(storage: Any, name: str, direction: str, sampler: Any, pruner: An
     """Create the study, or load it when it exists (resume, or another worker's)."""
     optuna = import_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # nas tune prints its own lines
-    study = optuna.create_study(storage=storage, study_name=name, direction=direction,
-                                sampler=sampler, pruner=pruner, load_if_exists=True)  # fmt: skip
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
     if study.direction.name.lower() != direction:
         raise NasError(
             f"study {name!r} in this storage was created to {study.direction.name.lower()} its "
