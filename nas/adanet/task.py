@@ -15,6 +15,9 @@ inside iterations too):
    the current ensemble's (always with `force_grow`); otherwise growth stops.
 (Cortes et al., ICML 2017; the candidates' own loss follows the authors' TensorFlow
 implementation, so candidates are independent of each other and can train apart.)
+
+Over 400 lines on purpose: one Task whose phases (proposal, candidate rounds, mixture epoch,
+selection) share the iteration's state; split apart, each piece would reach into the others.
 """
 
 from __future__ import annotations
