@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from nas.config import DataConfig
-from nas.data import DATASETS, Cifar10Options, SyntheticOptions, load_dataset, loader, split
+from nas.data import (
+    DATASETS,
+    Cifar10Options,
+    CsvOptions,
+    SyntheticOptions,
+    load_dataset,
+    loader,
+    split,
+)
 from nas.errors import NasError
 
 
@@ -84,13 +92,15 @@ def _config(name: str, folder) -> DataConfig:
     written in `folder`. Every other builder must run offline with its defaults."""
     if name == "cifar10":
         _write_fake_cifar(folder / "cifar-10-batches-py")
-        return DataConfig(name=name, data_dir=str(folder))
+        return DataConfig(name=name, options=Cifar10Options(data_dir=str(folder)))
     if name == "csv":
         folder.mkdir(parents=True, exist_ok=True)
         _write_csv(folder / "table.csv")
-        return DataConfig(name=name, data_file=str(folder / "table.csv"), target="label")
+        options = CsvOptions(data_file=str(folder / "table.csv"), target="label")
+        return DataConfig(name=name, options=options)
     if name == "synthetic":
-        return DataConfig(name=name, synthetic_samples=40, synthetic_image_size=8)
+        options = SyntheticOptions(synthetic_samples=40, synthetic_image_size=8)
+        return DataConfig(name=name, options=options)
     return DataConfig(name=name)
 
 
