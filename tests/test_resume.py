@@ -19,9 +19,9 @@ ARGS = [
     "--channels",
     "4",
     "--batch-size",
-    "32",
+    "64",
     "--epochs",
-    "3",
+    "2",
     "--seed",
     "7",
 ]
@@ -32,8 +32,8 @@ ARGS = [
 def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, order: str) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_nas(*ARGS, "--order", order, "--out", str(whole)).returncode == 0
-    # 22 steps per epoch: step 30 is in the middle of epoch 2, after epoch 1's checkpoint.
-    crashed = run_nas(*ARGS, "--order", order, "--out", str(killed), env={FAULT_ENV: "30"})
+    # 11 steps per epoch: step 16 is in the middle of epoch 2, after epoch 1's checkpoint.
+    crashed = run_nas(*ARGS, "--order", order, "--out", str(killed), env={FAULT_ENV: "16"})
     assert crashed.returncode == -signal.SIGKILL
     assert len(jsonl_rows(killed, "metrics.jsonl")) == 1
     resumed = run_nas("search", "--out", str(killed), "--resume")
