@@ -77,7 +77,7 @@ def test_train_a_searched_genotype_on_digits(tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_killed_and_resumed_training_matches_uninterrupted(tmp_path) -> None:
-    args = ["train", "--genotype", "DARTS_V2", *SMALL, "--epochs", "3", "--seed", "5"]
+    args = ["train", "--genotype", "DARTS_V2", *SMALL, "--epochs", "2", "--seed", "5"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_nas(*args, "--out", str(whole)).returncode == 0
     # 22 steps per epoch: step 30 is inside epoch 2, after epoch 1's checkpoint.
