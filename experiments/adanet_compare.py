@@ -1,4 +1,4 @@
-"""AdaNet against three baselines on digits and breast_cancer (the issue's evidence table).
+"""AdaNet against three baselines on digits and breast_cancer (the table in experiments/README.md).
 
     python experiments/adanet_compare.py [--repeats 3] [--json results.json]
 
