@@ -18,6 +18,7 @@ from nas.data import (
     loader,
     split,
 )
+from nas.data.defaults import fit_to_data
 from nas.drawing import genotype_picture
 from nas.genotype import CELL_KINDS, Genotype, SearchProgress
 from nas.logging import RunLogger
@@ -35,6 +36,9 @@ class SearchTask(Task):
         self.config = config
         self.runtime = runtime
         data = load_dataset(config.data)
+        fit_to_data(config, data)  # refuses data a cell search cannot use
+        config.resolve(fit_data=False)
+        self.flips = data.flips
         self.train_set, self.val_set = split(data.train, config.data.train_portion)
         check_batch_size(self.train_set, config.data.batch_size, "weight-training")
         check_batch_size(self.val_set, config.data.batch_size, "alpha-training (validation)")
@@ -63,7 +67,15 @@ class SearchTask(Task):
         data, seed = self.config.data, self.config.run.seed
         shard = (self.runtime.rank, self.runtime.world_size)
         train = loader(
-            self.train_set, data.batch_size, True, seed, epoch, data.augment, data.cutout, shard
+            self.train_set,
+            data.batch_size,
+            True,
+            seed,
+            epoch,
+            data.augment,
+            data.cutout,
+            shard,
+            flips=self.flips,
         )
         # The validation stream restarts as often as needed when it is the shorter split.
         val = cycle(
@@ -76,6 +88,7 @@ class SearchTask(Task):
                 data.augment,
                 data.cutout,
                 shard,
+                flips=self.flips,
             )
         )
         return zip(train, val)

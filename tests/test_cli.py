@@ -100,8 +100,8 @@ def test_config_file_and_set_override(tmp_path) -> None:
         ),
         (
             "train",
-            ["--genotype", "DARTS_V2", "--lr", "0.1", "--set", "data.cutout=0"],
-            {"model.genotype": "DARTS_V2", "train.lr": 0.1, "data.cutout": 0},
+            ["--genotype", "DARTS_V2", "--dataset", "digits", "--lr", "0.1", "--cutout", "3"],
+            {"model.genotype": "DARTS_V2", "train.lr": 0.1, "data.cutout": 3, "run.epochs": 30},
         ),
         (
             "grow",

@@ -72,7 +72,7 @@ class GrowTask(Task):
         }
         self.train_set, self.val_set = check_grow_data(config, data, runtime.world_size)
         self.test_set = data.test
-        self.shape = DataShape(data.in_channels, data.image_size, data.num_classes)
+        self.shape = DataShape(data.in_channels, data.image_size, data.num_classes, data.kind)
         self.generator = GENERATORS.get(ada.generator)(ada, self.shape)
         self.global_batch = config.data.batch_size * runtime.world_size
         self.steps_per_round = len(self.train_set) // self.global_batch

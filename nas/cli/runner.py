@@ -41,9 +41,11 @@ def build_config(
     config_class: type,
     sections: Iterable[tuple[Any, str]],
     settings: Iterable[tuple[str, Any]],
+    fit_data: bool = True,
 ) -> Any:
     """Defaults < each (YAML data, where it came from) of `sections` < each (key, value) of
-    `settings`, checked and resolved. Raises NasError.
+    `settings`, checked and resolved (with `fit_data`, the unset data-dependent values from the
+    dataset, which is loaded for it). Raises NasError.
     """
     from nas.config import apply_dict, validate
 
@@ -53,15 +55,19 @@ def build_config(
     for key, value in settings:
         config.set(key, value)
     validate(config)
-    config.resolve()
+    config.resolve(fit_data)
     return config
 
 
 def resolve_config(
-    args: argparse.Namespace, command: RunCommand, base: Any = None, base_file: str = ""
+    args: argparse.Namespace,
+    command: RunCommand,
+    base: Any = None,
+    base_file: str = "",
+    fit_data: bool = True,
 ) -> Any:
     """Defaults < saved config `base` (resume; read from `base_file`) < --config file < flags <
-    --set. Raises NasError.
+    --set; `fit_data` as in `build_config`. Raises NasError.
     """
     from nas.config import load_yaml, parse_assignment
 
@@ -73,7 +79,7 @@ def resolve_config(
 
     overrides = (parse_assignment(text) for text in args.overrides)
     settings = itertools.chain(flag_settings(args, command.flags), overrides)
-    return build_config(command.config_class(), sections(), settings)
+    return build_config(command.config_class(), sections(), settings, fit_data)
 
 
 def prepare_run_dir(args: argparse.Namespace, command: RunCommand) -> tuple[Any, Path]:

@@ -178,7 +178,12 @@ def _summary(args: argparse.Namespace) -> int:
 
     if args.resume:
         raise NasError("--summary does not train, so --resume does not apply")
-    config = runner.resolve_config(args, COMMAND)
+    # Without a dataset named, or for cifar10 (known without reading its files): the paper's
+    # network; another dataset's defaults follow what it states, so it is loaded.
+    config = runner.resolve_config(args, COMMAND, fit_data=False)
+    named = args.dataset is not None or config.data.name != TrainConfig().data.name
+    if named and config.data.name != "cifar10":
+        config = runner.resolve_config(args, COMMAND)
     if config.model.genotype is None:
         raise NasError("--summary needs --genotype NAME_OR_FILE")
     genotype = load_genotype(config.model.genotype)
@@ -189,7 +194,6 @@ def _summary(args: argparse.Namespace) -> int:
         )
     image_size = args.image_size or NETWORK_DEFAULTS[config.model.network][2]
     in_channels, num_classes = 3, 1000 if config.model.network == "imagenet" else 10
-    named = args.dataset is not None or config.data.name != TrainConfig().data.name
     if named:  # a dataset chosen by flag, --config or --set: its shape
         if config.data.name == "cifar10":  # known without reading the files
             in_channels, num_classes, size = 3, 10, 32
