@@ -16,7 +16,7 @@ CPU = Runtime(rank=0, world_size=1, device=torch.device("cpu"))
 SYNTHETIC = ["--dataset", "synthetic", "--set", "data.synthetic_samples=64"]
 
 
-def _flipped(flips: bool, samples: int = 4000) -> int:
+def _flipped(flips: bool, samples: int = 2000) -> int:
     """How many of `samples` asymmetric 4x4 images (too small to crop) one augmented training
     batch flips; every image comes out either as it was or flipped."""
     image = torch.arange(16.0).view(1, 4, 4)
@@ -28,8 +28,8 @@ def _flipped(flips: bool, samples: int = 4000) -> int:
 
 
 def test_flip_rate_is_one_half_and_datasets_that_do_not_flip_never_do() -> None:
-    samples = 4000
-    # Binomial(4000, 1/2): sd 31.6; 4 sd either side. A 4/9 flip (randint(0, 9) % 2) gives ~1778.
+    samples = 2000
+    # Binomial(2000, 1/2): sd 22.4; 4 sd either side. A 4/9 flip (randint(0, 9) % 2) gives ~889.
     assert abs(_flipped(True, samples) - samples / 2) <= 4 * (samples * 0.25) ** 0.5
     assert _flipped(False) == 0
     assert load_dataset(DataConfig(name="digits")).flips is False
@@ -144,3 +144,32 @@ def test_sequences_are_refused_by_cell_search_and_the_cnn_generator() -> None:
     assert shape.features == 80  # the mlp generator reads a sample flattened
     with pytest.raises(NasError, match="holds sequences; use --generator mlp"):
         GENERATORS.get("cnn")(AdaNetConfig(generator="cnn"), shape)
+
+
+@pytest.mark.slow
+def test_the_printed_next_step_trains_on_the_same_data(tmp_path, capsys) -> None:
+    import shlex
+
+    data = [*SYNTHETIC, "--set", "data.synthetic_image_size=8"]
+    tiny = [
+        "--space",
+        "tiny",
+        "--layers",
+        "3",
+        "--channels",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ]
+    assert main(["search", *data, *tiny, "--out", str(tmp_path / "search")]) == 0
+    hint = next(line for line in capsys.readouterr().out.splitlines() if "train it: " in line)
+    argv = shlex.split(hint.split("train it: ")[1])[1:]
+    assert "data.synthetic_samples=64" in argv
+    assert main([*argv, "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)["data"]
+    # 51 training samples: a batch of 25 (two an epoch), 8x8 images cropped by 1 pixel
+    assert printed["synthetic_samples"] == 64 and printed["batch_size"] == 25
+    small = ["--layers", "3", "--channels", "2", "--epochs", "1"]
+    assert main([*argv, *small, "--out", str(tmp_path / "train")]) == 0

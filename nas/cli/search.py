@@ -75,7 +75,23 @@ def run(args: argparse.Namespace) -> int:
             *last,
             f"genotype: {task.genotype().to_notation()}",
             f"written: {genotype}",
-            f"train it: nas train --genotype {genotype} --dataset {config.data.name}",
+            f"train it: nas train --genotype {genotype} {_dataset_arguments(config)}",
         ]
 
     return runner.finish(runtime, record, run_dir, lines)
+
+
+def _dataset_arguments(config: Any) -> str:
+    """`--dataset NAME` and `--set data.KEY=VALUE` for each of the dataset's own options that
+    differs from its default, so that the printed command trains on the same data."""
+    import dataclasses
+    import shlex
+
+    from nas.data import DATASETS
+
+    arguments = ["--dataset", config.data.name]
+    defaults = DATASETS.options(config.data.name)()
+    for key, value in dataclasses.asdict(config.data.options).items():
+        if value != getattr(defaults, key):
+            arguments += ["--set", f"data.{key}={value}"]
+    return shlex.join(arguments)

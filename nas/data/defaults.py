@@ -13,7 +13,8 @@ user gave; config.yaml and `--print-config` show the result. The rules:
   or more, else 0; 0 in search (the DARTS search uses none).
 - final training of data smaller than CIFAR-10 (side under 32 or under 10,000 training samples):
   8 cells, C=16, batch 64, 30 epochs (digits: 0.99 test accuracy in about 2 minutes on 2 CPU
-  cores); otherwise the DARTS paper's 20 cells, C=36, batch 96, 600 epochs.
+  cores); otherwise the DARTS paper's 20 cells, C=36, batch 96, 600 epochs. The batch is at most
+  half the training split.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def fit_to_data(config: Any, data: ImageData | None = None) -> ImageData | None:
     command = "nas search" if isinstance(config, Config) else "nas train"
     refuse_non_images(command, config.data.name, data)
     settings = config.data
+    fitted_batch = settings.batch_size is None
     side = data.image_size
     changes_images = crop_padding(side) > 0 or data.flips
     if settings.augment is None:
@@ -73,6 +75,11 @@ def fit_to_data(config: Any, data: ImageData | None = None) -> ImageData | None:
         for (section, name), value in SMALL_TRAINING.items():
             if getattr(getattr(config, section), name) is None:
                 setattr(getattr(config, section), name, value)
+    if settings.batch_size is None:  # still unset: CIFAR-sized data, the paper's batch
+        settings.batch_size = 96
+    if isinstance(config, TrainConfig) and fitted_batch:
+        # A few dozen samples: at least 2 batches an epoch (and 2 samples a batch, for BatchNorm).
+        settings.batch_size = max(2, min(settings.batch_size, len(data.train) // 2))
     return data
 
 
