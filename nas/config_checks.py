@@ -20,6 +20,7 @@ def check_config(config: _Sections) -> None:
         (config.data.batch_size >= 2, "data.batch_size must be at least 2 (BatchNorm needs it)"),
         (0 < config.data.train_portion < 1, "data.train_portion must be between 0 and 1"),
         (config.data.cutout >= 0, "data.cutout must be 0 (off) or a positive side length"),
+        (config.data.workers >= 0, "data.workers must be 0 (the main process) or more"),
         (config.run.epochs >= 1, "run.epochs must be at least 1"),
         (
             not (config.run.sync_batchnorm and config.run.device == "cpu"),

@@ -63,7 +63,15 @@ class SearchTask(Task):
         data, seed = self.config.data, self.config.run.seed
         shard = (self.runtime.rank, self.runtime.world_size)
         train = loader(
-            self.train_set, data.batch_size, True, seed, epoch, data.augment, data.cutout, shard
+            self.train_set,
+            data.batch_size,
+            True,
+            seed,
+            epoch,
+            data.augment,
+            data.cutout,
+            shard,
+            workers=data.workers,
         )
         # The validation stream restarts as often as needed when it is the shorter split.
         val = cycle(
@@ -76,6 +84,7 @@ class SearchTask(Task):
                 data.augment,
                 data.cutout,
                 shard,
+                workers=data.workers,
             )
         )
         return zip(train, val)
@@ -92,8 +101,9 @@ class SearchTask(Task):
     def evaluate(self) -> dict[str, float]:
         self.network.eval()
         shard = (self.runtime.rank, self.runtime.world_size)
+        data = self.config.data
         sums = classifier_sums(
-            self.network, self.val_set, self.config.data.batch_size, self.runtime.device, shard
+            self.network, self.val_set, data.batch_size, self.runtime.device, shard, data.workers
         )
         loss_sum, correct = self.runtime.sum(sums)
         return {"val_loss": loss_sum / len(self.val_set), "val_acc": correct / len(self.val_set)}

@@ -172,7 +172,13 @@ class GrowTask(Task):
         return _Passes(
             [
                 loader(
-                    self.val_set, self.config.data.batch_size, True, seed, mixture_pass, shard=shard
+                    self.val_set,
+                    self.config.data.batch_size,
+                    True,
+                    seed,
+                    mixture_pass,
+                    shard=shard,
+                    workers=self.config.data.workers,
                 )
                 for mixture_pass in range(self.config.adanet.mixture_epochs)
             ]
@@ -234,7 +240,11 @@ class GrowTask(Task):
             images, labels = (
                 t.to(device)
                 for t in candidate.batch(
-                    self.train_set, candidate.steps, self.global_batch, self.share
+                    self.train_set,
+                    candidate.steps,
+                    self.global_batch,
+                    self.share,
+                    self.config.data.workers,
                 )
             )
             loss, right = candidate.train_step(
@@ -248,7 +258,8 @@ class GrowTask(Task):
 
     def _sums(self, network: Any, dataset: Any) -> tuple[float, float]:
         shard = (self.runtime.rank, self.runtime.world_size)
-        sums = classifier_sums(network, dataset, 256, self.runtime.device, shard)
+        workers = self.config.data.workers
+        sums = classifier_sums(network, dataset, 256, self.runtime.device, shard, workers)
         loss_sum, correct = self.runtime.sum(sums)
         return loss_sum / len(dataset), correct / len(dataset)
 
@@ -285,7 +296,9 @@ class GrowTask(Task):
         """Keep the candidate ensemble with the lowest held-out objective (Cortes et al. 2017,
         the new subnetwork is kept only if it lowers the objective).
         """
-        objectives, accuracies = self.mixtures.held_out(self.val_set, self.runtime)
+        objectives, accuracies = self.mixtures.held_out(
+            self.val_set, self.runtime, self.config.data.workers
+        )
         best = min(range(len(objectives)), key=lambda i: objectives[i])
         grew = objectives[best] < self.objective_value or self.config.adanet.force_grow
         chosen = self.candidates[best]

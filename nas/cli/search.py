@@ -11,6 +11,9 @@ from nas.cli.flags import Flag
 FLAGS = (
     flags.DATASET,
     flags.DATA_DIR,
+    flags.DATA_FILE,
+    flags.IMAGE_SIZE,
+    flags.WORKERS,
     flags.EPOCHS.with_help("search epochs"),
     flags.BATCH_SIZE,
     flags.LAYERS,

@@ -154,8 +154,9 @@ def from_arrays(
 
 
 # The loaders and the built-in datasets (which register themselves) use the definitions above.
-from nas.data import cifar10, digits, synthetic, tabular  # noqa: E402, F401
+from nas.data import cifar10, digits, folder, npz, synthetic, tabular  # noqa: E402, F401
 from nas.data.cifar10 import Cifar10Options  # noqa: E402
+from nas.data.folder import FolderOptions  # noqa: E402
 from nas.data.loading import (  # noqa: E402
     batches_per_epoch,
     check_batch_size,
@@ -163,6 +164,7 @@ from nas.data.loading import (  # noqa: E402
     cycle,
     loader,
 )
+from nas.data.npz import NpzOptions  # noqa: E402
 from nas.data.synthetic import SyntheticOptions  # noqa: E402
 from nas.data.tabular import CsvOptions  # noqa: E402
 
@@ -171,7 +173,9 @@ __all__ = [
     "KINDS",
     "Cifar10Options",
     "CsvOptions",
+    "FolderOptions",
     "ImageData",
+    "NpzOptions",
     "SyntheticOptions",
     "batches_per_epoch",
     "channel_stats",
