@@ -98,6 +98,10 @@ def _config(name: str, folder) -> DataConfig:
         _write_csv(folder / "table.csv")
         options = CsvOptions(data_file=str(folder / "table.csv"), target="label")
         return DataConfig(name=name, options=options)
+    if name in ("folder", "npz"):
+        from tests.test_data_files import folder_sample, npz_sample
+
+        return {"folder": folder_sample, "npz": npz_sample}[name](folder)
     if name == "synthetic":
         options = SyntheticOptions(synthetic_samples=40, synthetic_image_size=8)
         return DataConfig(name=name, options=options)

@@ -193,16 +193,17 @@ def scan(root: Path) -> _Layout:
 
 def _common_size(files: list[Path], sizes: list[tuple[int, int]]) -> int:
     """The side of images that are all square and of one size. Raises NasError naming files."""
-    for path, size in zip(files, sizes):
-        if size != sizes[0]:
+    (first, first_size), *others = sorted(zip(files, sizes))
+    for path, size in others:
+        if size != first_size:
             raise NasError(
-                f"{files[0]} is {sizes[0][0]}x{sizes[0][1]} but {path} is {size[0]}x{size[1]}; "
+                f"{first} is {first_size[0]}x{first_size[1]} but {path} is {size[0]}x{size[1]}; "
                 "give --image-size S to resize every image to SxS"
             )
-    width, height = sizes[0]
+    width, height = first_size
     if width != height:
         raise NasError(
-            f"{files[0]}: images are {width}x{height}, but the networks take square images; "
+            f"{first}: images are {width}x{height}, but the networks take square images; "
             "give --image-size S to resize and centre-crop them to SxS"
         )
     return width

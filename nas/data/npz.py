@@ -23,6 +23,9 @@ from nas.errors import NasError, shorten
 from nas.options import Options
 
 _TEST_FRACTION = 0.2
+# The first bytes of a .npz file (a zip archive) and of a single .npy array.
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass
@@ -40,12 +43,15 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise NasError(f"data file {str(path)!r} does not exist")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
+        with path.open("rb") as file:
+            magic = file.read(len(_NPY_MAGIC))
+        if magic == _NPY_MAGIC:
             raise NasError(
                 f"{path}: a single array (.npy); save x and y with numpy.savez(FILE, x=..., y=...)"
             )
-        with archive:
+        if not magic.startswith(_ZIP_MAGIC):
+            raise NasError(f"{path}: not a .npz file; save the arrays with numpy.savez")
+        with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except ValueError as err:
         if "allow_pickle" in str(err):
