@@ -27,7 +27,7 @@ from nas.data import (
 )
 from nas.data import folder as folder_module
 from nas.errors import NasError
-from tests.conftest import assert_refused
+from tests.conftest import assert_refused, run_nas
 
 TINY = ["--space", "tiny", "--layers", "3", "--channels", "4", "--epochs", "1"]
 
@@ -349,12 +349,17 @@ def test_image_size_is_an_option_of_the_folder_dataset_only(tmp_path) -> None:
     )
 
 
-def _search_train_export(tmp_path: Path, *data_args: str) -> dict:
-    """`nas search`, then `nas train --genotype RUN`, then `nas export` on the same data; the
-    trained run's metrics."""
+def _search_train_export(tmp_path: Path, *data_args: str, fresh: bool = False) -> dict:
+    """`nas search` (in a `fresh` process: only what nasforge imports itself is loaded), then
+    `nas train --genotype RUN`, then `nas export` on the same data; the trained run's metrics."""
     search, train = tmp_path / "search", tmp_path / "train"
     small = [*data_args, "--batch-size", "16", "--set", "data.augment=false"]
-    assert main(["search", *small, *TINY, "--out", str(search)]) == 0
+    search_args = ["search", *small, *TINY, "--out", str(search)]
+    if fresh:
+        result = run_nas(*search_args)
+        assert result.returncode == 0, result.stderr
+    else:
+        assert main(search_args) == 0
     train_args = [*small, "--layers", "3", "--channels", "4", "--epochs", "1"]
     tail = ["--cutout", "0", "--auxiliary-weight", "0", "--out", str(train)]
     assert main(["train", "--genotype", str(search), *train_args, *tail]) == 0
@@ -370,7 +375,7 @@ def test_search_train_export_a_streamed_folder_of_pngs_with_two_workers(tmp_path
     root = write_digits(tmp_path / "digits", 240)
     streamed = ["--set", "data.memory_limit_mb=0", "--workers", "2"]
     metrics = _search_train_export(
-        tmp_path, "--dataset", "folder", "--data-dir", str(root), *streamed
+        tmp_path, "--dataset", "folder", "--data-dir", str(root), *streamed, fresh=True
     )
     assert 0 <= metrics["test_acc"] <= 1
 
@@ -394,3 +399,10 @@ def test_train_summary_image_size_resizes_a_folder(tmp_path, capsys) -> None:
     assert main(["train", "--genotype", "DARTS_V2", "--summary", "--json", *args]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["in_channels"], summary["image_size"], summary["num_classes"]) == (3, 6, 3)
+
+
+def test_grow_refuses_sequences(tmp_path) -> None:
+    x = np.random.default_rng(0).normal(size=(40, 12)).astype(np.float32)
+    np.savez(tmp_path / "s.npz", x=x, y=np.arange(40) % 2)
+    args = ["grow", "--dataset", "npz", "--data-file", "s.npz", "--out", "g"]
+    assert_refused(*args, cwd=tmp_path, contains="holds sequences")

@@ -36,6 +36,7 @@ from nas.adanet.mixture import Mixtures
 from nas.adanet.outputs import IterationLog, candidate_label, evaluate_binary_auc, write_iteration
 from nas.adanet.schedule import RoundPlan, assign, num_shares, plan_round
 from nas.data import ImageData, check_batch_size, classifier_sums, load_dataset, loader, split
+from nas.errors import NasError
 from nas.logging import RunLogger
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
@@ -43,8 +44,14 @@ from nas.runtime.engine import StepResult, Task
 
 def check_grow_data(config: GrowConfig, data: ImageData, world_size: int = 1) -> tuple:
     """(training split, held-out split) of `data`; raises NasError if either cannot fill one
-    global batch (`batch_size` samples on each of `world_size` processes).
+    global batch (`batch_size` samples on each of `world_size` processes), or if it holds
+    sequences (the generators read images and tables).
     """
+    if data.kind == "sequence":
+        raise NasError(
+            f"nas grow reads images and tables, and dataset {config.data.name!r} holds sequences; "
+            "give the features as a table (--dataset csv)"
+        )
     train_set, val_set = split(data.train, config.data.train_portion)
     batch = config.data.batch_size * world_size
     processes = " (all processes together)" if world_size > 1 else ""

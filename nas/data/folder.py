@@ -103,7 +103,10 @@ def _pillow() -> Any:
     """Pillow's Image module."""
     from nas.optional import optional_import
 
-    return optional_import("PIL", "reading a folder of images").Image
+    optional_import("PIL", "reading a folder of images")
+    from PIL import Image  # a submodule: `import PIL` alone does not load it
+
+    return Image
 
 
 def decode(path: Path, mode: str, size: int | None) -> torch.Tensor:
