@@ -197,6 +197,17 @@ def test_rank_shards_partition_a_streamed_folder(tmp_path) -> None:
     assert len(test_parts[0]) + len(test_parts[1]) == len(data.test)
 
 
+def test_an_image_broken_in_a_loader_worker_is_one_line_naming_it(tmp_path) -> None:
+    root = write_images(tmp_path, size=(64, 64))
+    write_images(root / "test", classes=2, per_class=2, size=(64, 64))
+    broken = root / "test" / "c1" / "0.png"  # the statistics sample holds training images only
+    broken.write_bytes(broken.read_bytes()[:200])
+    data = load_dataset(folder_config(root, memory_limit_mb=0))
+    with pytest.raises(NasError) as error:
+        list(loader(data.test, 2, False, 0, 0, workers=2))
+    assert str(error.value).startswith(f"{broken}: not a readable image"), str(error.value)
+
+
 # -- npz -----------------------------------------------------------------------------------------
 
 

@@ -69,6 +69,16 @@ class _Layout:
     test: list[tuple[Path, int]] | None
 
 
+class UnreadableImage(NasError):
+    """An image that cannot be decoded. Raised in a loader worker, it reaches the main process
+    re-raised by DataLoader with the worker's traceback in its message: only its own line is kept.
+    """
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__module__}.{type(self).__qualname__}: "
+        super().__init__(message.rpartition(marker)[2])
+
+
 class FolderImages(Dataset):
     """Images decoded from disk when read: (normalised (C, S, S) float tensor, label).
 
@@ -122,7 +132,7 @@ def decode(path: Path, mode: str, size: int | None) -> torch.Tensor:
                 image = ImageOps.fit(image, (size, size), image_module.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for broken files
-        raise NasError(
+        raise UnreadableImage(
             f"{path}: not a readable image ({err}); replace or remove the file"
         ) from None
     pixels = torch.from_numpy(array.copy()).float() / 255.0
@@ -136,7 +146,7 @@ def _header(path: Path) -> tuple[tuple[int, int], str]:
         with image_module.open(path) as image:
             return image.size, image.mode
     except (OSError, ValueError, SyntaxError) as err:
-        raise NasError(
+        raise UnreadableImage(
             f"{path}: not a readable image ({err}); replace or remove the file"
         ) from None
 
