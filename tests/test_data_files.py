@@ -182,6 +182,7 @@ def test_rank_shards_partition_a_streamed_folder(tmp_path) -> None:
     data = load_dataset(folder_config(write_images(tmp_path, per_class=8), memory_limit_mb=0))
     whole = _epoch(data.train, 0, (0, 1), batch_size=4)
     ranks = [_epoch(data.train, 0, (rank, 2), batch_size=2) for rank in range(2)]
+    assert len(whole) == len(ranks[0]) == len(ranks[1]) == 19 // 4
     for step, (images, labels) in enumerate(whole):
         together = [part for rank in ranks for part in zip(*rank[step])]
         assert _samples(together) == _samples(list(zip(images, labels)))
