@@ -418,3 +418,40 @@ def test_grow_refuses_sequences(tmp_path) -> None:
     np.savez(tmp_path / "s.npz", x=x, y=np.arange(40) % 2)
     args = ["grow", "--dataset", "npz", "--data-file", "s.npz", "--out", "g"]
     assert_refused(*args, cwd=tmp_path, contains="holds sequences")
+
+
+_SMALL_DATA = ["--dataset", "synthetic", "--batch-size", "8", "--epochs", "1", "--workers", "3"]
+_SMALL_DATA += ["--set", "data.synthetic_samples=64", "--set", "data.synthetic_image_size=8"]
+_COMMANDS = {
+    "search": ["search", *_SMALL_DATA, "--space", "tiny", "--layers", "3", "--channels", "2"],
+    "train": [
+        "train",
+        "--genotype",
+        "DARTS_V2",
+        *_SMALL_DATA,
+        "--layers",
+        "3",
+        "--channels",
+        "4",
+        "--cutout",
+        "0",
+    ],
+    "grow": ["grow", *_SMALL_DATA, "--iterations", "1", "--set", "adanet.mixture_epochs=1"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(_COMMANDS))
+def test_workers_reach_every_loader_of_a_command(tmp_path, monkeypatch, command: str) -> None:
+    from nas.data import loading
+
+    asked: list[int] = []
+
+    class Recording(loading.DataLoader):
+        def __init__(self, *args, num_workers: int = 0, **kwargs) -> None:  # noqa: ANN002, ANN003
+            asked.append(num_workers)
+            super().__init__(*args, **kwargs)  # in this process: the test needs no workers
+
+    monkeypatch.setattr(loading, "DataLoader", Recording)
+    assert main([*_COMMANDS[command], "--out", str(tmp_path / "run")]) == 0
+    assert asked and set(asked) == {3}
