@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 search: setup
-	$(BIN)/nas search --config experiments/configs/darts_digits.yaml
+	$(BIN)/nas search --config darts_digits
 
 lint: setup
 	$(BIN)/ruff check .
