@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     config, run_dir = runner.prepare_run_dir(args, COMMAND)
     from nas.adanet.task import GrowTask, check_grow_data
     from nas.data import load_dataset
+    from nas.logging import announce
 
+    announce(f"loading dataset {config.data.name}")
     data = load_dataset(config.data)  # a bad dataset is refused before the run dir is touched
     check_grow_data(config, data)
     runtime = runner.start_run(config, run_dir, args)
