@@ -284,3 +284,17 @@ def test_a_wheel_runs_outside_the_repository(tmp_path) -> None:
     where = [sys.executable, "-c", "import nas; print(nas.__file__)"]
     imported = subprocess.run(where, cwd=work, env=env, capture_output=True, text=True)
     assert imported.stdout.strip() == str(target / "nas" / "__init__.py")
+
+
+@pytest.mark.parametrize("target", ["setup", "search"])
+def test_make_says_where_nas_is_installed(target: str) -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make on this machine")
+    planned = subprocess.run(
+        [make, "-n", target], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    hint = "run 'source .venv/bin/activate' or call .venv/bin/nas"
+    assert hint in planned[-1]  # the last line, after the search
+    readme = (ROOT / "README.md").read_text()
+    assert "`source .venv/bin/activate`" in readme and "`.venv/bin/nas`" in readme
