@@ -1,4 +1,5 @@
-"""CIFAR-10's python-pickle batches, unpickled without running code and checked on load.
+"""CIFAR-10 from a local folder: the python-pickle batches, unpickled without running code and
+checked on load.
 
 A batch is a dict with `data` (N x 3072 uint8: 3 channels of 32x32, row-major) and `labels`
 (N integers in 0..9), as in cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -7,12 +8,17 @@ A batch is a dict with `data` (N x 3072 uint8: 3 channels of 32x32, row-major) a
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
+from nas.config import DataConfig
+from nas.data import DATASETS, ImageData, normalised
 from nas.errors import NasError, shorten
+from nas.options import Options
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -138,3 +144,42 @@ def _fields(path: Path, batch: object) -> tuple[np.ndarray, torch.Tensor]:
 
 def _is_integer(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+
+@dataclass
+class Cifar10Options(Options):
+    """Where CIFAR-10 is."""
+
+    # The folder holding the python-pickle batches (--data-dir); it must be given.
+    data_dir: str | None = None
+
+
+@DATASETS.register("cifar10", options=Cifar10Options)
+def cifar10(config: DataConfig) -> ImageData:
+    """CIFAR-10 from `data_dir`: the python-pickle batches (data_batch_1..5, test_batch)."""
+    (train_images, train_labels), (test_images, test_labels) = read_cifar10(config.options.data_dir)
+    return ImageData(
+        train=TensorDataset(normalised(train_images, MEAN, STD), train_labels),
+        test=TensorDataset(normalised(test_images, MEAN, STD), test_labels),
+        in_channels=3,
+        num_classes=10,
+        image_size=32,
+        mean=MEAN,
+        std=STD,
+        class_names=CLASS_NAMES,
+        input_scale=255.0,
+    )
