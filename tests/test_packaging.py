@@ -213,6 +213,26 @@ def test_progress_off_a_terminal_is_plain_lines(tmp_path, capfd, monkeypatch) ->
     assert "nas: loading" not in err  # a log keeps a refusal's stderr to its one line
 
 
+@pytest.mark.slow  # optuna, a study and its report: about 30 s on 2 busy cores
+def test_tune_off_a_terminal_prints_its_trial_lines_without_a_bar(tmp_path, capfd) -> None:
+    pytest.importorskip("optuna")
+    config = {
+        "data": {"name": "synthetic", "batch_size": 16, "augment": False, "cutout": 0},
+        "model": {"genotype": "DARTS_V2", "layers": 3, "channels": 4, "auxiliary_weight": 0.0},
+        "run": {"epochs": 1, "device": "cpu"},
+        "tune": {"command": "train", "trials": 1, "params": {"train.lr": {"type": "float"}}},
+    }
+    config["data"].update(synthetic_samples=64, synthetic_image_size=8)
+    config["tune"]["params"]["train.lr"].update(low=0.01, high=0.1)
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
+    assert (
+        main(["tune", "--config", str(tmp_path / "tune.yaml"), "--out", str(tmp_path / "s")]) == 0
+    )
+    err = capfd.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    assert re.search(r"^trial 0\b", err, re.MULTILINE), err
+
+
 def test_a_terminal_hears_what_is_being_prepared(tmp_path, monkeypatch) -> None:
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
