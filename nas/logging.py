@@ -27,6 +27,8 @@ class RunLogger:
         self.enabled = enabled
         self._writer: Any = None
         self._purge_step: int | None = None
+        # Off a terminal: a progress line after the run's first step, then one a minute.
+        self._plain_lines = _Every()
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -125,7 +127,7 @@ class RunLogger:
         """Progress over `iterable` (silent on non-main processes): a bar on a terminal, else
         plain lines (a bar's redraws would fill a log file with carriage returns)."""
         if self.enabled and not is_terminal(sys.stderr):
-            return PlainProgress(iterable, total, desc)
+            return PlainProgress(iterable, total, desc, self._plain_lines)
         return tqdm(
             iterable,
             total=total,
@@ -155,23 +157,35 @@ def is_terminal(stream: Any) -> bool:
 PLAIN_INTERVAL_S = 60.0
 
 
-class PlainProgress:
-    """Progress off a terminal: a plain stderr line (steps done, the postfix fields) at most every
-    PLAIN_INTERVAL_S seconds, and nothing else; the epoch's summary line follows it."""
+class _Every:
+    """Says when a line is due: at the first ask, then once `PLAIN_INTERVAL_S` have passed."""
 
-    def __init__(self, iterable: Iterable[Any], total: int, desc: str) -> None:
-        self.iterable, self.total, self.desc = iterable, total, desc
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < PLAIN_INTERVAL_S:
+            return False
+        self._last = now
+        return True
+
+
+class PlainProgress:
+    """Progress off a terminal: a plain stderr line (steps done, the postfix fields) when `every`
+    says one is due, and nothing else; each epoch's summary line follows."""
+
+    def __init__(self, iterable: Iterable[Any], total: int, desc: str, every: _Every) -> None:
+        self.iterable, self.total, self.desc, self.every = iterable, total, desc, every
         self.n = 0
         self._fields: dict[str, Any] = {}
-        self._last = time.monotonic()
 
     def __iter__(self) -> Iterator[Any]:
         for item in self.iterable:
             yield item
             self.n += 1
-            if time.monotonic() - self._last >= PLAIN_INTERVAL_S:
-                self._last = time.monotonic()
-                fields = "".join(f", {key} {value}" for key, value in self._fields.items())
+            if self.every.due():
+                fields = "".join(f", {key}={value}" for key, value in self._fields.items())
                 print(f"{self.desc}: step {self.n}/{self.total}{fields}", file=sys.stderr)
 
     def set_postfix(self, **fields: Any) -> None:

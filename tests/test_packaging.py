@@ -202,14 +202,15 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_off_a_terminal_is_plain_lines(tmp_path, capfd, monkeypatch) -> None:
-    import nas.logging
-
-    monkeypatch.setattr(nas.logging, "PLAIN_INTERVAL_S", 0.0)  # a line after every step
-    assert main(["search", *TINY, "--out", str(tmp_path / "r")]) == 0
+def test_progress_off_a_terminal_is_plain_lines(tmp_path, capfd) -> None:
+    assert main(["search", *TINY, "--epochs", "2", "--out", str(tmp_path / "r")]) == 0
     err = capfd.readouterr().err
     assert "\r" not in err and "\x1b" not in err
-    assert re.search(r"^epoch 1/1: step 1/\d+, loss \d\.\d+, acc \d\.\d+", err, re.MULTILINE), err
+    # a line after the run's first step, then one a minute (none more in these seconds)
+    steps = [line for line in err.splitlines() if ": step " in line]
+    assert len(steps) == 1, err
+    assert re.fullmatch(r"epoch 1/2: step 1/\d+, loss=\d\.\d+, acc=\d\.\d+, lr=.+", steps[0])
+    assert re.search(r"^epoch 2/2: train_loss ", err, re.MULTILINE)
     assert "nas: loading" not in err  # a log keeps a refusal's stderr to its one line
 
 
