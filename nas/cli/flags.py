@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -22,6 +23,10 @@ class _Formatter(argparse.HelpFormatter):
         names_from = getattr(action, "names_from", None)
         if text is None or names_from is None:
             return text
+        if "torch" not in sys.modules:  # the registries' modules import it: seconds
+            from nas.logging import announce
+
+            announce("loading PyTorch to list the registered names")
         module, name = names_from.split(":")
         registry = getattr(importlib.import_module(module), name)
         return text.replace("{names}", ", ".join(registry.names()))
