@@ -244,6 +244,41 @@ def test_a_terminal_hears_what_is_being_prepared(tmp_path, monkeypatch) -> None:
     assert lines[loading + 2].startswith("nas search: darts on synthetic")
 
 
+def _stderr_on_a_terminal(*args: str) -> str:
+    """What `nas ARGS` writes to stderr when stderr is a terminal (a pseudo-terminal here)."""
+    pty = pytest.importorskip("pty")
+    main_fd, child_fd = pty.openpty()
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "nas", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=child_fd,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
+        os.close(child_fd)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:  # EIO once the terminal is drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(main_fd)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.slow  # two processes that import torch
+def test_a_terminal_hears_that_pytorch_is_loading() -> None:
+    assert _stderr_on_a_terminal("search", "--print-config") == "nas: loading PyTorch ...\n"
+    assert _stderr_on_a_terminal("search", "--help") == (
+        "nas: loading PyTorch to list the registered names ...\n"
+    )
+
+
 @pytest.mark.slow
 def test_a_wheel_runs_outside_the_repository(tmp_path) -> None:
     source, target, work = tmp_path / "source", tmp_path / "site", tmp_path / "work"
