@@ -183,6 +183,7 @@ def test_git_commit_is_nasforges_own_never_the_users(tmp_path, monkeypatch) -> N
         assert git_commit() == head.stdout.decode().strip()
 
 
+@pytest.mark.slow  # a process that imports torch
 def test_spaces_are_found_when_the_cwd_holds_its_own_search_spaces(tmp_path) -> None:
     (tmp_path / "search_spaces").mkdir()
     (tmp_path / "search_spaces" / "__init__.py").write_text("raise ImportError('the user one')\n")
@@ -202,6 +203,7 @@ class _Terminal(io.StringIO):
         return True
 
 
+@pytest.mark.slow  # a 2-epoch search: 10-20 s on 2 busy cores
 def test_progress_off_a_terminal_is_plain_lines(tmp_path, capfd) -> None:
     assert main(["search", *TINY, "--epochs", "2", "--out", str(tmp_path / "r")]) == 0
     err = capfd.readouterr().err
