@@ -236,6 +236,7 @@ def test_tune_off_a_terminal_prints_its_trial_lines_without_a_bar(tmp_path, capf
     assert re.search(r"^trial 0\b", err, re.MULTILINE), err
 
 
+@pytest.mark.slow  # a search: 3 s, or 20 s as a process's first
 def test_a_terminal_hears_what_is_being_prepared(tmp_path, monkeypatch) -> None:
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
