@@ -135,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
     runner.note_unfinished(genotype)
 
     from nas.data import load_dataset
+    from nas.logging import announce
     from nas.train import TrainTask, check_training_data
 
+    announce(f"loading dataset {config.data.name}")
     data = load_dataset(config.data)  # a bad dataset is refused before the run dir is written
     check_training_data(config, data)
     runtime = runner.start_run(config, run_dir, args)
