@@ -122,10 +122,10 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 def normalised(
     images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
-    """(images - mean) / std per channel of (N, C, ...) or (C, ...) inputs."""
-    shape = (len(mean),) + (1,) * (images.dim() - 2 if images.dim() > 2 else 1)
-    if images.dim() > len(shape):
-        shape = (1, *shape)
+    """(images - mean) / std per channel of a batch of (N, C, ...) inputs."""
+    if images.dim() < 2 or images.shape[1] != len(mean):
+        raise ValueError(f"expected a batch (N, {len(mean)}, ...), got {tuple(images.shape)}")
+    shape = (1, len(mean)) + (1,) * (images.dim() - 2)
     return (images - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
 
 
