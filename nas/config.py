@@ -57,6 +57,9 @@ class DataConfig:
     # Cutout (DeVries and Taylor 2017): zero one random square of this side per training image.
     # None: fitted to the image side (nas/data/defaults.py).
     cutout: int | None = None
+    # Loader processes that read and augment the samples (0: the main process). A dataset streamed
+    # from disk (a large image folder) needs them to keep up; batches are the same for any number.
+    workers: int = 0
     # The selected dataset's options (nas/options.py); None: its defaults, filled on validation.
     options: Options | None = None
 

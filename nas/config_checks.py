@@ -27,6 +27,7 @@ def check_config(config: _Sections) -> None:
             config.data.cutout is None or config.data.cutout >= 0,
             "data.cutout must be 0 (off) or a positive side length",
         ),
+        (config.data.workers >= 0, "data.workers must be 0 (the main process) or more"),
         (
             (fitted and config.run.epochs is None) or (config.run.epochs or 0) >= 1,
             "run.epochs must be at least 1",

@@ -21,7 +21,7 @@ from nas.data import (
 from nas.data.defaults import fit_to_data
 from nas.drawing import genotype_picture
 from nas.genotype import CELL_KINDS, Genotype, SearchProgress
-from nas.logging import RunLogger
+from nas.logging import RunLogger, announce
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
 from nas.spaces import NUM_INPUT_NODES, get_space
@@ -35,6 +35,7 @@ class SearchTask(Task):
     def __init__(self, config: Config, runtime: Runtime) -> None:
         self.config = config
         self.runtime = runtime
+        announce(f"loading dataset {config.data.name}")
         data = load_dataset(config.data)
         fit_to_data(config, data)  # refuses data a cell search cannot use
         config.resolve(fit_data=False)
@@ -43,6 +44,7 @@ class SearchTask(Task):
         check_batch_size(self.train_set, config.data.batch_size, "weight-training")
         check_batch_size(self.val_set, config.data.batch_size, "alpha-training (validation)")
         self.space = get_space(config.model.space)
+        announce("building the supernet")
         self.network = SearchNetwork(
             self.space,
             data.in_channels,
@@ -75,6 +77,7 @@ class SearchTask(Task):
             data.augment,
             data.cutout,
             shard,
+            workers=data.workers,
             flips=self.flips,
         )
         # The validation stream restarts as often as needed when it is the shorter split.
@@ -88,6 +91,7 @@ class SearchTask(Task):
                 data.augment,
                 data.cutout,
                 shard,
+                workers=data.workers,
                 flips=self.flips,
             )
         )
@@ -105,8 +109,9 @@ class SearchTask(Task):
     def evaluate(self) -> dict[str, float]:
         self.network.eval()
         shard = (self.runtime.rank, self.runtime.world_size)
+        data = self.config.data
         sums = classifier_sums(
-            self.network, self.val_set, self.config.data.batch_size, self.runtime.device, shard
+            self.network, self.val_set, data.batch_size, self.runtime.device, shard, data.workers
         )
         loss_sum, correct = self.runtime.sum(sums)
         return {"val_loss": loss_sum / len(self.val_set), "val_acc": correct / len(self.val_set)}

@@ -168,6 +168,7 @@ class TrainTask(Task):
             data.augment,
             data.cutout,
             (self.runtime.rank, self.runtime.world_size),
+            workers=data.workers,
             flips=self.data.flips,
         )
 
@@ -195,8 +196,9 @@ class TrainTask(Task):
         self.runtime.broadcast(list(self.network.buffers()))
         test = self.data.test
         shard = (self.runtime.rank, self.runtime.world_size)
+        data = self.config.data
         sums = classifier_sums(
-            self.network, test, self.config.data.batch_size, self.runtime.device, shard
+            self.network, test, data.batch_size, self.runtime.device, shard, data.workers
         )
         loss_sum, correct = self.runtime.sum(sums)
         self._last_test_acc = correct / len(test)

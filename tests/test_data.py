@@ -122,3 +122,17 @@ def test_datasets_record_their_normalisation() -> None:
     data = load_dataset(DataConfig(name="digits"))
     assert len(data.mean) == len(data.std) == 1 and data.std[0] > 0
     assert abs(data.train.tensors[0].mean().item()) < 1e-4
+
+
+def test_normalised_scales_each_channel_of_a_batch_of_images_or_sequences() -> None:
+    from nas.data import normalised
+
+    mean, std = (1.0, 2.0, 3.0), (1.0, 4.0, 2.0)
+    for shape in ((5, 3, 4, 4), (5, 3, 7)):
+        images = torch.randn(*shape)
+        out = normalised(images, mean, std)
+        for channel in range(3):
+            expected = (images[:, channel] - mean[channel]) / std[channel]
+            assert torch.allclose(out[:, channel], expected)
+    with pytest.raises(ValueError, match="expected a batch"):
+        normalised(torch.randn(3, 3, 3), (0.0,) * 2, (1.0,) * 2)

@@ -25,6 +25,7 @@ from nas.data import (
     split,
 )
 from nas.errors import NasError
+from tests.test_data_files import folder_sample, npz_sample
 
 
 def write_fake_cifar(folder: Path, samples: int = 10) -> None:
@@ -70,6 +71,8 @@ SAMPLES: dict[str, Callable[[Path], DataConfig]] = {
     "synthetic": _synthetic,
     "cifar10": _cifar10,
     "csv": _csv,
+    "folder": folder_sample,
+    "npz": npz_sample,
 }
 # Options that name the user's input: a dataset with one must refuse a missing path.
 _INPUT_FIELDS = ("data_dir", "data_file")

@@ -137,7 +137,7 @@ def test_check_spec_names_the_mismatch() -> None:
         (["--genotype", "DARTS_V2", "--network", "resnet"], "invalid choice"),
         (["--genotype", "DARTS_V2", "--set", "train.lrr=1"], "did you mean 'train.lr'"),
         (["--genotype", "DARTS_V2", "--drop-path", "1.5"], "model.drop_path"),
-        (["--genotype", "DARTS_V2", "--json"], "go with --summary"),
+        (["--genotype", "DARTS_V2", "--json"], "goes with --summary"),
         (["--genotype", "DARTS_V2", "--network", "imagenet", "--channels", "47"], "must be even"),
     ],
 )

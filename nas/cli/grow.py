@@ -11,13 +11,21 @@ from nas.cli import flags, runner
 from nas.cli.flags import Flag
 
 FLAGS = (
-    flags.DATASET.with_help("digits, synthetic, breast_cancer or csv"),
-    Flag("--data-file", "data.data_file", "csv only: the table to learn", metavar="FILE"),
+    flags.DATASET,
+    flags.DATA_DIR,
+    flags.DATA_FILE,
+    flags.IMAGE_SIZE,
+    flags.WORKERS,
     Flag("--target", "data.target", "csv only: the label column", metavar="COLUMN"),
     Flag("--iterations", "adanet.iterations", "at most this many iterations (3)", int),
     flags.EPOCHS.with_help("epochs each candidate trains (20)"),
     flags.BATCH_SIZE.with_help("samples per step, per process (64)"),
-    Flag("--generator", "adanet.generator", "subnetwork generator: mlp or cnn (default: mlp)"),
+    Flag(
+        "--generator",
+        "adanet.generator",
+        "subnetwork generator: {names} (default: mlp)",
+        names_from="nas.adanet:GENERATORS",
+    ),
     Flag(
         "--schedule",
         "adanet.schedule",
@@ -68,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     config, run_dir = runner.prepare_run_dir(args, COMMAND)
     from nas.adanet.task import GrowTask, check_grow_data
     from nas.data import load_dataset
+    from nas.logging import announce
 
+    announce(f"loading dataset {config.data.name}")
     data = load_dataset(config.data)  # a bad dataset is refused before the run dir is touched
     check_grow_data(config, data)
     runtime = runner.start_run(config, run_dir, args)

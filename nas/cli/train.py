@@ -29,6 +29,12 @@ FLAGS = (
     ),
     flags.DATASET,
     flags.DATA_DIR,
+    flags.DATA_FILE,
+    flags.IMAGE_SIZE.with_help(
+        "folder: resize and centre-crop every image to SxS; with --summary: the input side "
+        "(default: the dataset's, or the network's)"
+    ),
+    flags.WORKERS,
     flags.EPOCHS.with_help("training epochs"),
     flags.BATCH_SIZE,
     flags.LAYERS,
@@ -88,9 +94,6 @@ def add_parser(commands: Any) -> None:
         help="print parameters and multiply-adds of the network, do not train",
     )
     parser.add_argument("--json", action="store_true", help="with --summary: one JSON line")
-    parser.add_argument(
-        "--image-size", type=int, help="with --summary: input side (default: the network's)"
-    )
 
 
 def _check_before_launch(args: argparse.Namespace) -> None:
@@ -113,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         raise NasError("--print-config and --summary both print instead of training; choose one")
     if args.summary:
         return _summary(args)
-    if args.json or args.image_size is not None:
-        raise NasError("--json and --image-size go with --summary")
+    if args.json:
+        raise NasError("--json goes with --summary")
     if args.print_config:
         return runner.print_config(args, COMMAND)
     config, run_dir = runner.prepare_run_dir(args, COMMAND)
@@ -132,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
     runner.note_unfinished(genotype)
 
     from nas.data import load_dataset
+    from nas.logging import announce
     from nas.train import TrainTask, check_training_data
 
+    announce(f"loading dataset {config.data.name}")
     data = load_dataset(config.data)  # a bad dataset is refused before the run dir is written
     check_training_data(config, data)
     runtime = runner.start_run(config, run_dir, args)
@@ -178,12 +183,16 @@ def _summary(args: argparse.Namespace) -> int:
 
     if args.resume:
         raise NasError("--summary does not train, so --resume does not apply")
+    summary_size, args.image_size = args.image_size, None  # the input side, for any dataset
     # Without a dataset named, or for cifar10 (known without reading its files): the paper's
     # network; another dataset's defaults follow what it states, so it is loaded.
     config = runner.resolve_config(args, COMMAND, fit_data=False)
     named = args.dataset is not None or config.data.name != TrainConfig().data.name
     if named and config.data.name != "cifar10":
         config = runner.resolve_config(args, COMMAND)
+    if summary_size is not None and config.data.name == "folder":
+        config.data.options.image_size = summary_size
+    args.image_size = summary_size
     if config.model.genotype is None:
         raise NasError("--summary needs --genotype NAME_OR_FILE")
     genotype = load_genotype(config.model.genotype)
