@@ -189,6 +189,8 @@ def _summary(args: argparse.Namespace) -> int:
     config = runner.resolve_config(args, COMMAND, fit_data=False)
     named = args.dataset is not None or config.data.name != TrainConfig().data.name
     if named and config.data.name != "cifar10":
+        if config.data.name == "folder":  # the folder's images are read at the summary's side
+            args.image_size = summary_size
         config = runner.resolve_config(args, COMMAND)
     if summary_size is not None and config.data.name == "folder":
         config.data.options.image_size = summary_size
