@@ -419,6 +419,9 @@ def test_grow_user_errors_are_one_line(tmp_path, capsys) -> None:
     assert "data.target does nothing here" in capsys.readouterr().err
     assert main(["grow", "--generator", "gbm", "--out", str(tmp_path / "c")]) == 2
     assert "unknown subnetwork generator 'gbm'; choose one of: cnn, mlp" in capsys.readouterr().err
+    async_unset = ["grow", "--schedule", "async", "--set", "run.epochs=null", "--print-config"]
+    assert main(async_unset) == 2
+    assert "run.epochs must be at least 1" in capsys.readouterr().err
 
 
 def test_async_plan_balances_shares_and_fills_slack_with_forecasts() -> None:

@@ -96,7 +96,7 @@ class GrowConfig(_Sections):
                 "adanet.forecast=false or adanet.reuse_hidden=false",
             ),
             (
-                ada.schedule == "sync" or self.run.epochs >= 2 or not ada.forecast,
+                ada.schedule == "sync" or (self.run.epochs or 0) >= 2 or not ada.forecast,
                 "async forecasting needs run.epochs >= 2 (the leader is known after epoch 1)",
             ),
         ]
