@@ -1,7 +1,7 @@
 """Run directories: the time stamp of a default name, config.yaml with the package version, git
 commit, world size and command line, and the world-size check of a resume. Which folders a run may
 use is in nas/ownership.py; the config and run directory of a command are resolved in
-nas/cli/runner.py.
+nas/runs.py.
 """
 
 from __future__ import annotations
