@@ -87,7 +87,7 @@ def run_job(request: RunRequest, data: Any = None, genotype: Any = None) -> Job:
 
 def _search(request: RunRequest) -> Job:
     config, run_dir = prepare_run_dir(request, COMMANDS["search"])
-    from nas.search import SearchTask
+    from nas.search_task import SearchTask
 
     runtime = start_run(config, run_dir, request.resume)
     task = SearchTask(config, runtime)
@@ -116,7 +116,7 @@ def _train(request: RunRequest, genotype: Any) -> Job:
     note_unfinished(genotype)
 
     from nas.data import load_dataset
-    from nas.train import TrainTask, check_training_data
+    from nas.train_task import TrainTask, check_training_data
 
     data = load_dataset(config.data)  # a bad dataset is refused before the run dir is written
     check_training_data(config, data)

@@ -120,7 +120,7 @@ def _summary(args: argparse.Namespace) -> int:
     from nas.config import NETWORK_DEFAULTS, TrainConfig
     from nas.genotype import load_genotype
     from nas.models import count_mult_adds, count_parameters
-    from nas.train import build_network, model_spec
+    from nas.train_task import build_network, model_spec
 
     if args.resume:
         raise NasError("--summary does not train, so --resume does not apply")
