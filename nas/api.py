@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,7 +228,9 @@ def _run(
         pairs.append(("run.out", out))
     if isinstance(config, Path):
         config = str(config)
-    request = RunRequest(command, pairs, config, out, resume)
+    # config.yaml records the Python command that ran this
+    command_line = shlex.join([Path(sys.executable).name, *sys.argv])
+    request = RunRequest(command, pairs, config, out, resume, command_line)
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         return _spawn(request, python_data, genotype, nproc_per_node)
     job = run_job(request, python_data, genotype)

@@ -47,8 +47,11 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def write_config(config: Any, run_dir: Path, world_size: int) -> None:
-    """Write run_dir/config.yaml: the resolved config plus a `meta` section (atomically)."""
+def write_config(
+    config: Any, run_dir: Path, world_size: int, command_line: str | None = None
+) -> None:
+    """Write run_dir/config.yaml: the resolved config plus a `meta` section (atomically).
+    `command_line` is what started the run (default: `nas` and this process's arguments)."""
     import shlex
 
     import yaml
@@ -61,7 +64,7 @@ def write_config(config: Any, run_dir: Path, world_size: int) -> None:
         "nasforge_version": __version__,
         "git_commit": git_commit(),
         "world_size": world_size,
-        "command": shlex.join(["nas", *sys.argv[1:]]),
+        "command": command_line or shlex.join(["nas", *sys.argv[1:]]),
     }
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 

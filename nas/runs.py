@@ -36,6 +36,8 @@ class RunRequest:
     config: str | dict[str, Any] | None = None
     out: str | None = None
     resume: bool = False
+    # What started the run, for config.yaml (None: `nas` and this process's arguments).
+    command_line: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,9 @@ def run_engine(
     lock = None
     command, resume = request.command, request.resume
     if runtime.is_main:  # every input was checked by now: the first write into the folder
-        lock = claim_run_dir(run_dir, command, config, runtime.world_size, resume)
+        lock = claim_run_dir(
+            run_dir, command, config, runtime.world_size, resume, request.command_line
+        )
     try:
         if runtime.is_main and write is not None and not resume:
             write()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from nas.io import atomic_write_text
 from nas.logging import RunLogger
@@ -33,13 +33,15 @@ def candidate_label(architecture: dict) -> str:
 
 
 @torch.no_grad()
-def evaluate_binary_auc(ensemble: Any, dataset: TensorDataset, runtime: Runtime) -> float:
+def evaluate_binary_auc(ensemble: Any, dataset: Dataset, runtime: Runtime) -> float:
     """ROC AUC of the positive class (1) on the whole of `dataset` (every process computes it)."""
     from sklearn.metrics import roc_auc_score
 
-    images, labels = dataset.tensors
-    scores = torch.softmax(ensemble(images.to(runtime.device)), dim=1)[:, 1]
-    return float(roc_auc_score(labels.numpy(), scores.cpu().numpy()))
+    scores, labels = [], []
+    for images, batch_labels in DataLoader(dataset, batch_size=256):  # any Dataset, streamed too
+        scores.append(torch.softmax(ensemble(images.to(runtime.device)), dim=1)[:, 1].cpu())
+        labels.append(batch_labels)
+    return float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy()))
 
 
 def write_iteration(log: IterationLog, task: Any, logger: RunLogger) -> None:

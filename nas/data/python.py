@@ -173,6 +173,9 @@ class Normalised(Dataset):
         self.mean = mean
         self.std = std
         self.labels = labels
+        per_channel = (len(mean),) + (1,) * (len(shape) - 1)
+        self._mean = torch.tensor(mean).view(per_channel)
+        self._std = torch.tensor(std).view(per_channel)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -180,7 +183,7 @@ class Normalised(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample, _ = self.base[index]
         inputs = torch.as_tensor(sample).float().reshape(self.shape)
-        return normalised(inputs, self.mean, self.std), self.labels[index]
+        return (inputs - self._mean) / self._std, self.labels[index]
 
 
 def _from_dataset(data: Dataset, test: Dataset | None) -> ImageData:
