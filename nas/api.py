@@ -37,9 +37,11 @@ class SearchResult:
 @dataclass(frozen=True)
 class TrainResult:
     """A finished training: the network of the epoch with the best test accuracy (eval mode,
-    CPU; what `nas export` exports), its run directory and the per-epoch records."""
+    CPU; what `nas export` exports), its spec (genotype, sizes, the input normalisation), its run
+    directory and the per-epoch records."""
 
     model: Any
+    spec: dict[str, Any]
     run_dir: Path
     metrics: list[dict[str, Any]]
 
@@ -111,8 +113,11 @@ def train(
             settings = {"model.genotype": genotype.to_notation(), **settings}
     else:
         settings = {"model.genotype": str(genotype), **settings}
+    from nas.export import load_trained
+
     folder = _run("train", data, test, config, run_dir, resume, nproc_per_node, settings, given)
-    return TrainResult(load_model(folder), folder, _metrics(folder))
+    model, facts = load_trained(folder)
+    return TrainResult(model, facts["spec"], folder, _metrics(folder))
 
 
 def grow(
