@@ -93,14 +93,14 @@ def _arrays(pair: Any, where: str) -> tuple[torch.Tensor, list[Any]]:
     return inputs, labels
 
 
-def _sample_shape(shape: tuple[int, ...], where: str) -> tuple[str, int, int]:
-    """(kind, channels, size) of one sample's shape. Raises NasError for other shapes."""
+def _sample_shape(shape: tuple[int, ...], where: str) -> tuple[str, tuple[int, ...]]:
+    """(kind, (C, H, W) or (C, L)) of one sample's shape. Raises NasError for other shapes."""
     if len(shape) == 1:
-        return "sequence", 1, shape[0]
+        return "sequence", (1, shape[0])
     if len(shape) == 2:
-        return "sequence", shape[0], shape[1]
+        return "sequence", shape
     if len(shape) == 3 and shape[1] == shape[2]:
-        return "image", shape[0], shape[1]
+        return "image", shape
     raise NasError(
         f"{where}: a sample of shape {tuple(shape)} is neither a square (C, H, W) image nor a "
         "(C, L) sequence; resize or crop the images to a square"
@@ -123,7 +123,7 @@ def _from_tensors(inputs: torch.Tensor, values: Any, test: Any) -> ImageData:
     """In-memory data: normalised once, a TensorDataset per part."""
     if isinstance(values, torch.Tensor):
         values = values.tolist()
-    kind, channels, size = _sample_shape(tuple(inputs.shape[1:]), "data")
+    kind, shape = _sample_shape(tuple(inputs.shape[1:]), "data")
     labels, names = encode_labels(values)
     if test is None:
         train, held_out = split(TensorDataset(inputs, labels), 1.0 - TEST_FRACTION)
@@ -138,20 +138,38 @@ def _from_tensors(inputs: torch.Tensor, values: Any, test: Any) -> ImageData:
             )
         train = TensorDataset(inputs, labels)
         held_out = TensorDataset(test_inputs, _test_labels(test_values, names, "test"))
-    shape = (channels, size, size) if kind == "image" else (channels, size)
     shaped = [part.tensors[0].reshape(len(part), *shape) for part in (train, held_out)]
     mean, std = channel_stats(shaped[0])
+    return _described(
+        TensorDataset(normalised(shaped[0], mean, std), train.tensors[1]),
+        TensorDataset(normalised(shaped[1], mean, std), held_out.tensors[1]),
+        kind,
+        shape,
+        names,
+        (mean, std),
+    )
+
+
+def _described(
+    train: Dataset,
+    test: Dataset,
+    kind: str,
+    shape: tuple[int, ...],
+    names: tuple[str, ...],
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+) -> ImageData:
+    """The ImageData of normalised parts of samples of `shape`, normalised with `stats`."""
     return ImageData(
-        train=TensorDataset(normalised(shaped[0], mean, std), train.tensors[1]),
-        test=TensorDataset(normalised(shaped[1], mean, std), held_out.tensors[1]),
-        in_channels=channels,
+        train=train,
+        test=test,
+        in_channels=shape[0],
         num_classes=len(names),
-        image_size=size,
-        mean=mean,
-        std=std,
+        image_size=shape[-1],
+        mean=stats[0],
+        std=stats[1],
         kind=kind,
         class_names=names,
-        flips=kind == "image",
+        flips=kind == "image",  # a flipped signal or table is another input
     )
 
 
@@ -190,8 +208,7 @@ def _from_dataset(data: Dataset, test: Dataset | None) -> ImageData:
     """A Dataset read sample by sample, normalised on the fly."""
     if len(data) < 4:
         raise NasError(f"data has {len(data)} samples; a run needs at least 4")
-    kind, channels, size = _sample_shape(tuple(torch.as_tensor(data[0][0]).shape), "data")
-    shape = (channels, size, size) if kind == "image" else (channels, size)
+    kind, shape = _sample_shape(tuple(torch.as_tensor(data[0][0]).shape), "data")
     labels, names = encode_labels(_label_values(data))
     if test is None:
         train, held_out = split(data, 1.0 - TEST_FRACTION)
@@ -204,17 +221,13 @@ def _from_dataset(data: Dataset, test: Dataset | None) -> ImageData:
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     samples = [torch.as_tensor(train[int(i)][0]).float() for i in order[:STATS_SAMPLES]]
     mean, std = channel_stats(torch.stack(samples).reshape(len(samples), *shape))
-    return ImageData(
-        train=Normalised(train, shape, mean, std, train_labels),
-        test=Normalised(held_out, shape, mean, std, test_labels),
-        in_channels=channels,
-        num_classes=len(names),
-        image_size=size,
-        mean=mean,
-        std=std,
-        kind=kind,
-        class_names=names,
-        flips=kind == "image",
+    return _described(
+        Normalised(train, shape, mean, std, train_labels),
+        Normalised(held_out, shape, mean, std, test_labels),
+        kind,
+        shape,
+        names,
+        (mean, std),
     )
 
 

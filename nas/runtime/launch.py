@@ -5,7 +5,12 @@
 `python -m torch.distributed.run ... -m nas ...`, with torchrun's agent running in the
 launcher's own process. Each worker then finds RANK, WORLD_SIZE and
 LOCAL_RANK in its environment (see `init_runtime`). Running `torchrun ... -m nas ...` directly is
-the same thing.
+the same thing. When a script started the command (`nas.cli.main([...])`), each worker imports
+that script first, as multiprocessing's spawn start method does, so that what it registers (a
+dataset, a strategy) exists in the workers too.
+
+`launch_function` runs a Python function on N spawned workers of the same agent: the Python
+API's `nproc_per_node`.
 """
 
 from __future__ import annotations
