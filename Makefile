@@ -14,12 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
 	touch $(STAMP)
 
+# Where `nas` is: in $(BIN), not on the PATH.
+HINT := @echo "nas is installed in $(VENV): run 'source $(BIN)/activate' or call $(BIN)/nas"
+
 setup: $(STAMP)
+	$(HINT)
 
-search: setup
-	$(BIN)/nas search --config experiments/configs/darts_digits.yaml
+search: $(STAMP)
+	$(BIN)/nas search --config darts_digits
+	$(HINT)
 
-lint: setup
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

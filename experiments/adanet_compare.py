@@ -2,7 +2,7 @@
 
     python experiments/adanet_compare.py [--repeats 3] [--json results.json]
 
-Per dataset (config: experiments/configs/adanet_<dataset>.yaml) it runs, on the same splits:
+Per dataset (config: the built-in adanet_<dataset>) it runs, on the same splits:
 
 - logistic regression (scikit-learn, lbfgs) fitted on the training split;
 - a hand-set MLP: one hidden layer of the config's width, trained like an AdaNet candidate
@@ -39,10 +39,10 @@ from nas.adanet.config import AdaNetConfig, GrowConfig
 from nas.adanet.ensemble import Ensemble
 from nas.adanet.generators import GENERATORS, DataShape
 from nas.config import apply_dict, load_yaml
+from nas.configs import config_path
 from nas.data import load_dataset, split
 from nas.runtime.dist import Runtime
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = Runtime(0, 1, torch.device("cpu"))
 PROCESSES = 2
 
@@ -183,7 +183,7 @@ def main() -> None:
         "AdaNet async": ["--schedule", "async"],
     }
     for dataset in ("digits", "breast_cancer"):
-        config_file = ROOT / "experiments" / "configs" / f"adanet_{dataset}.yaml"
+        config_file = config_path(f"adanet_{dataset}")
         config = GrowConfig()
         apply_dict(config, load_yaml(config_file), str(config_file))
         grown = {}

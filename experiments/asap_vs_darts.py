@@ -1,10 +1,10 @@
 """ASAP against DARTS on digits: search wall time, then each genotype's final training.
 
 Runs, one after another (so they do not share the CPU):
-  1. nas search --config experiments/configs/darts_digits.yaml
-  2. nas search --config experiments/configs/asap_digits.yaml
+  1. nas search --config darts_digits
+  2. nas search --config asap_digits
   3. the same ASAP search with strategy.alpha_lr=3e-3 (extra rows: `--extra`)
-  4. nas train --config experiments/configs/train_digits.yaml on each genotype (same budget)
+  4. nas train --config train_digits on each genotype (same budget)
 and prints a markdown table: search wall time, epochs run, mean epoch time of the first and last
 three epochs, final ops, then params, test accuracy and training wall time of each genotype.
 
@@ -21,18 +21,18 @@ import time
 from pathlib import Path
 
 SEARCHES = {
-    "darts": ["--config", "experiments/configs/darts_digits.yaml"],
-    "asap": ["--config", "experiments/configs/asap_digits.yaml"],
+    "darts": ["--config", "darts_digits"],
+    "asap": ["--config", "asap_digits"],
 }
 EXTRA = {
     "asap, alpha_lr 3e-3": [
         "--config",
-        "experiments/configs/asap_digits.yaml",
+        "asap_digits",
         "--set",
         "strategy.alpha_lr=3e-3",
     ],
 }
-TRAIN = ["--config", "experiments/configs/train_digits.yaml"]
+TRAIN = ["--config", "train_digits"]
 
 
 def run(args: list[str]) -> float:

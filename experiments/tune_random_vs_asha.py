@@ -1,9 +1,9 @@
 """Random search against ASHA at equal wall time: the final-training lr and weight decay of
-DARTS_V2 on digits (experiments/configs/tune_digits.yaml).
+DARTS_V2 on digits (the built-in config tune_digits).
 
 Runs the two studies at the same time, one torch thread each (OMP_NUM_THREADS=1), so that both
 see the same machine, load from other work included:
-  - nas tune --config experiments/configs/tune_digits.yaml --pruner none --timeout T
+  - nas tune --config tune_digits --pruner none --timeout T
   - the same with --pruner asha (same sampler seed: both draw the same sequence of settings)
 then, again side by side, nas train --config <study>/best.yaml: each study's best setting on the
 whole training split, tested on the test split. Prints a markdown table: trials completed /
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-CONFIG = "experiments/configs/tune_digits.yaml"
+CONFIG = "tune_digits"
 ARMS = {"random": ["--pruner", "none"], "ASHA": ["--pruner", "asha"]}
 
 

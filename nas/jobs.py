@@ -116,8 +116,10 @@ def _train(request: RunRequest, genotype: Any) -> Job:
     note_unfinished(genotype)
 
     from nas.data import load_dataset
+    from nas.logging import announce
     from nas.train_task import TrainTask, check_training_data
 
+    announce(f"loading dataset {config.data.name}")
     data = load_dataset(config.data)  # a bad dataset is refused before the run dir is written
     check_training_data(config, data)
     runtime = start_run(config, run_dir, request.resume)
@@ -135,7 +137,9 @@ def _grow(request: RunRequest) -> Job:
     config, run_dir = prepare_run_dir(request, COMMANDS["grow"])
     from nas.adanet.task import GrowTask, check_grow_data
     from nas.data import load_dataset
+    from nas.logging import announce
 
+    announce(f"loading dataset {config.data.name}")
     data = load_dataset(config.data)  # a bad dataset is refused before the run dir is touched
     check_grow_data(config, data)
     runtime = start_run(config, run_dir, request.resume)

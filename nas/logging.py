@@ -1,11 +1,14 @@
-"""Run logging: metrics.jsonl, TensorBoard (main process only, imported lazily), tqdm progress."""
+"""Run logging: metrics.jsonl, TensorBoard (main process only, imported lazily), progress: a tqdm
+bar on a terminal, plain lines in a log file or pipe."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ class RunLogger:
         self.enabled = enabled
         self._writer: Any = None
         self._purge_step: int | None = None
+        # Off a terminal: a progress line after the run's first step, then one a minute.
+        self._plain_lines = _Every()
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -118,8 +123,11 @@ class RunLogger:
         if self.enabled:
             self._tb().add_text(tag, text, step)
 
-    def progress(self, iterable: Iterable[Any], total: int, desc: str) -> tqdm:
-        """A progress bar over `iterable` (silent on non-main processes)."""
+    def progress(self, iterable: Iterable[Any], total: int, desc: str) -> tqdm | PlainProgress:
+        """Progress over `iterable` (silent on non-main processes): a bar on a terminal, else
+        plain lines (a bar's redraws would fill a log file with carriage returns)."""
+        if self.enabled and not is_terminal(sys.stderr):
+            return PlainProgress(iterable, total, desc, self._plain_lines)
         return tqdm(
             iterable,
             total=total,
@@ -135,6 +143,64 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def is_terminal(stream: Any) -> bool:
+    """True when `stream` is a terminal, where a progress bar may redraw itself."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+# Seconds between two lines of PlainProgress.
+PLAIN_INTERVAL_S = 60.0
+
+
+class _Every:
+    """Says when a line is due: at the first ask, then once `PLAIN_INTERVAL_S` have passed."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < PLAIN_INTERVAL_S:
+            return False
+        self._last = now
+        return True
+
+
+class PlainProgress:
+    """Progress off a terminal: a plain stderr line (steps done, the postfix fields) when `every`
+    says one is due, and nothing else; each epoch's summary line follows."""
+
+    def __init__(self, iterable: Iterable[Any], total: int, desc: str, every: _Every) -> None:
+        self.iterable, self.total, self.desc, self.every = iterable, total, desc, every
+        self.n = 0
+        self._fields: dict[str, Any] = {}
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable:
+            yield item
+            self.n += 1
+            if self.every.due():
+                fields = "".join(f", {key}={value}" for key, value in self._fields.items())
+                print(f"{self.desc}: step {self.n}/{self.total}{fields}", file=sys.stderr)
+
+    def set_postfix(self, **fields: Any) -> None:
+        """The fields of the next line."""
+        self._fields = fields
+
+    def close(self) -> None:
+        """Nothing to clear: no line is ever redrawn."""
+
+
+def announce(message: str) -> None:
+    """One `nas: MESSAGE ...` line on stderr before a slow step, from the first process only and
+    only on a terminal: in a log or a pipe, a refused command's stderr stays its one error line."""
+    if os.environ.get("RANK", "0") == "0" and is_terminal(sys.stderr):
+        tqdm.write(f"nas: {message} ...", sys.stderr)  # between the lines of a tune's bar
 
 
 # The jsonl logs commands append to, one row per epoch (or candidate), rewound on resume.

@@ -7,6 +7,7 @@ nas/runs.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,18 +32,35 @@ def run_stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def git_commit() -> str | None:
-    """The commit of the nasforge checkout, or None outside a git checkout."""
+def git_commit(package_dir: Path | None = None) -> str | None:
+    """The commit of the nasforge checkout that `package_dir` (default: this package) runs from;
+    None when nasforge is installed rather than checked out. The checkout is the git work tree
+    whose top holds this `nas/` folder and a pyproject.toml naming nasforge, so an installed
+    nasforge inside a user's repository (a virtualenv in it, a vendored copy) never records the
+    user's commit.
+    """
+    package_dir = (package_dir or Path(__file__).parent).resolve()
+    top = _git(package_dir, "rev-parse", "--show-toplevel")
+    if top is None or package_dir != Path(top).resolve() / "nas":
+        return None
+    try:
+        pyproject = (package_dir.parent / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if re.search(r'^name\s*=\s*"nasforge"\s*$', pyproject, re.MULTILINE) is None:
+        return None
+    return _git(package_dir, "rev-parse", "HEAD")
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    """The output of `git ARGS` run in `cwd`, None if git fails or is missing."""
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
         return None
     return result.stdout.strip() or None
 

@@ -20,7 +20,7 @@ from nas.data import (
 )
 from nas.drawing import genotype_picture
 from nas.genotype import CELL_KINDS, Genotype, SearchProgress
-from nas.logging import RunLogger
+from nas.logging import RunLogger, announce
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
 from nas.spaces import NUM_INPUT_NODES, get_space
@@ -34,11 +34,13 @@ class SearchTask(Task):
     def __init__(self, config: Config, runtime: Runtime) -> None:
         self.config = config
         self.runtime = runtime
+        announce(f"loading dataset {config.data.name}")
         data = load_dataset(config.data)
         self.train_set, self.val_set = split(data.train, config.data.train_portion)
         check_batch_size(self.train_set, config.data.batch_size, "weight-training")
         check_batch_size(self.val_set, config.data.batch_size, "alpha-training (validation)")
         self.space = get_space(config.model.space)
+        announce("building the supernet")
         self.network = SearchNetwork(
             self.space,
             data.in_channels,

@@ -2,15 +2,20 @@
 
 A space says which ops an edge chooses from, how many intermediate nodes a cell has, how many edges
 each node keeps in the derived genotype, and the macro skeleton (stem multiplier, where reduction
-cells go). The built-in spaces live in the top-level `search_spaces` package; to add one, add a file
-there that calls `register_space(CellSpace(...))`.
+cells go). The built-in spaces are the package `nas.search_spaces`, kept in the repository's
+top-level `search_spaces/` folder; to add one, add a file there that calls
+`register_space(CellSpace(...))`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 from nas.errors import NasError
 from nas.ops import OPS
@@ -72,11 +77,28 @@ class CellSpace:
         return sorted({layers * num // den for num, den in self.reductions})
 
 
-def _load_builtin_spaces() -> None:
-    import search_spaces
+def _builtin_spaces_package() -> ModuleType:
+    """`nas.search_spaces`. A wheel installs it inside the package (pyproject maps the folder
+    there); in a checkout it is the top-level `search_spaces/` folder beside `nas/`, loaded under
+    the same name. Never the importable name `search_spaces`, which a user's folder may hold."""
+    name = "nas.search_spaces"
+    checkout = Path(__file__).resolve().parent.parent / "search_spaces"
+    installed = Path(__file__).resolve().parent / "search_spaces"
+    if name not in sys.modules and not installed.is_dir() and (checkout / "__init__.py").is_file():
+        spec = importlib.util.spec_from_file_location(
+            name, checkout / "__init__.py", submodule_search_locations=[str(checkout)]
+        )
+        assert spec is not None and spec.loader is not None
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(name)
 
-    for module in pkgutil.iter_modules(search_spaces.__path__):
-        importlib.import_module(f"search_spaces.{module.name}")
+
+def _load_builtin_spaces() -> None:
+    package = _builtin_spaces_package()
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 SPACES: Registry[CellSpace] = Registry("search space", loader=_load_builtin_spaces)

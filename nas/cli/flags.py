@@ -7,13 +7,38 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Fills a flag's `{names}` with the names its registry holds when help is shown, so that
+    plugins are listed and parsing a command line imports no registry (nor torch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        names_from = getattr(action, "names_from", None)
+        if text is None or names_from is None:
+            return text
+        if "torch" not in sys.modules:  # the registries' modules import it: seconds
+            from nas.logging import announce
+
+            announce("loading PyTorch to list the registered names")
+        module, name = names_from.split(":")
+        registry = getattr(importlib.import_module(module), name)
+        return text.replace("{names}", ", ".join(registry.names()))
+
+
 class Parser(argparse.ArgumentParser):
-    """Argument errors as one line, like every other user error (exit status 2)."""
+    """Argument errors as one line, like every other user error (exit status 2); help lists the
+    names of the registries flags choose from."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"nas: error: {message} (see {self.prog} --help)\n")
@@ -31,6 +56,8 @@ class Flag:
     metavar: str | None = None
     # A flag without a value that sets the key to True.
     switch: bool = False
+    # "module:NAME" of the Registry whose names `--help` shows in place of "{names}" in `help`.
+    names_from: str | None = None
 
     @property
     def dest(self) -> str:
@@ -46,9 +73,10 @@ class Flag:
         if self.switch:
             parser.add_argument(self.name, action="store_const", const=True, help=self.help)
             return
-        parser.add_argument(
+        action = parser.add_argument(
             self.name, type=self.type, choices=self.choices, metavar=self.metavar, help=self.help
         )
+        action.names_from = self.names_from  # read by the help formatter
 
 
 def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
@@ -66,7 +94,9 @@ def flag_settings(args: argparse.Namespace, flags: Sequence[Flag]) -> Iterator[t
 
 
 # Flags of several commands.
-DATASET = Flag("--dataset", "data.name", "digits, synthetic or cifar10")
+DATASET = Flag(
+    "--dataset", "data.name", "dataset: {names} (default: digits)", names_from="nas.data:DATASETS"
+)
 DATA_DIR = Flag("--data-dir", "data.data_dir", "folder holding CIFAR-10 (cifar10 only)")
 EPOCHS = Flag("--epochs", "run.epochs", "epochs", int)
 BATCH_SIZE = Flag("--batch-size", "data.batch_size", "images per step (per process)", int)
@@ -80,13 +110,29 @@ OUT = Flag("--out", "run.out", "run directory (default: runs/...)", metavar="DIR
 OUTPUT = (SEED, DEVICE, OUT)
 
 
+def config_file(text: str) -> str:
+    """The --config argument: a YAML file, or the file of a built-in config name."""
+    from nas.configs import config_path
+    from nas.errors import NasError
+
+    try:
+        return str(config_path(text))
+    except NasError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def config_arguments(
-    parser: argparse.ArgumentParser,
-    example: str,
-    config_help: str = "YAML config (see experiments/configs/)",
+    parser: argparse.ArgumentParser, example: str, config_help: str = "YAML config file"
 ) -> None:
     """--config and --set, which every command that takes a configuration has."""
-    parser.add_argument("--config", metavar="FILE", help=config_help)
+    from nas.configs import builtin_names
+
+    parser.add_argument(
+        "--config",
+        metavar="FILE_OR_NAME",
+        type=config_file,
+        help=f"{config_help} or a built-in name: {', '.join(builtin_names())}",
+    )
     parser.add_argument(
         "--set",
         metavar="KEY=VALUE",

@@ -11,13 +11,18 @@ from nas.cli.flags import Flag
 from nas.jobs import COMMANDS, run_job
 
 FLAGS = (
-    flags.DATASET.with_help("digits, synthetic, breast_cancer or csv"),
+    flags.DATASET,
     Flag("--data-file", "data.data_file", "csv only: the table to learn", metavar="FILE"),
     Flag("--target", "data.target", "csv only: the label column", metavar="COLUMN"),
     Flag("--iterations", "adanet.iterations", "at most this many iterations (3)", int),
     flags.EPOCHS.with_help("epochs each candidate trains (20)"),
     flags.BATCH_SIZE.with_help("samples per step, per process (64)"),
-    Flag("--generator", "adanet.generator", "subnetwork generator: mlp or cnn (default: mlp)"),
+    Flag(
+        "--generator",
+        "adanet.generator",
+        "subnetwork generator: {names} (default: mlp)",
+        names_from="nas.adanet:GENERATORS",
+    ),
     Flag(
         "--schedule",
         "adanet.schedule",

@@ -76,6 +76,10 @@ def execute(args: argparse.Namespace, argv: list[str] | None) -> int:
     status. User errors print one line and give 2; an interrupt gives 130.
     """
     try:
+        if hasattr(args, "nproc_per_node") and "torch" not in sys.modules:
+            from nas.logging import announce
+
+            announce("loading PyTorch")  # the config checks import it: seconds of silence
         if _launch_requested(args):
             from nas.ownership import hold_for_workers
             from nas.runtime.launch import LAUNCHER_FLAGS, launch

@@ -17,8 +17,18 @@ FLAGS = (
     flags.LAYERS,
     flags.CHANNELS,
     *flags.OUTPUT,
-    Flag("--strategy", "strategy.name", "search strategy (default: darts)"),
-    Flag("--space", "model.space", "search space (default: darts)"),
+    Flag(
+        "--strategy",
+        "strategy.name",
+        "search strategy: {names} (default: darts)",
+        names_from="nas.strategies:STRATEGIES",
+    ),
+    Flag(
+        "--space",
+        "model.space",
+        "search space: {names} (default: darts)",
+        names_from="nas.spaces:SPACES",
+    ),
     Flag("--order", "strategy.order", "1: first order, 2: unrolled", int, choices=(1, 2)),
 )
 

@@ -165,6 +165,7 @@ def _loop(setup: _Plan, study: Any, runtime: Any) -> int:
     """Trials until the study holds `tune.trials` of them; the summary at the end."""
     from tqdm import tqdm
 
+    from nas.logging import is_terminal
     from nas.tune import study as studies
     from nas.tune.report import HparamsLog
 
@@ -180,6 +181,7 @@ def _loop(setup: _Plan, study: Any, runtime: Any) -> int:
             unit="trial",
             file=sys.stderr,
             dynamic_ncols=True,
+            disable=not is_terminal(sys.stderr),  # in a log: the one line per trial instead
         )
         _show_best(bar, study)
     while True:
