@@ -181,6 +181,37 @@ def test_grow_on_a_dataset_read_sample_by_sample(tmp_path: Path) -> None:
     assert nas.load_model(result.run_dir).state_dict().keys() == result.model.state_dict().keys()
 
 
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_worker_imports_the_launching_script_first(
+    guarded: bool, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from nas.data import DATASETS
+    from nas.runtime.launch import MAIN_MODULE_ENV
+
+    call = 'main(["show", "DARTS_V2"])'
+    script = tmp_path / "launcher_script.py"
+    script.write_text(
+        "from nas.cli import main\n"
+        "from nas.data import DATASETS\n"
+        "DATASETS.add('from_script', print)\n"
+        + (f"if __name__ == '__main__':\n    {call}\n" if guarded else f"{call}\n")
+    )
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the import puts the script's folder first
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as in a worker of nas ... --nproc-per-node 2
+    monkeypatch.setenv(MAIN_MODULE_ENV, f"path:{script}")
+    try:
+        status = main(["show", "DARTS_V2"])
+        assert "from_script" in DATASETS
+    finally:
+        DATASETS.discard("from_script")
+    printed = capsys.readouterr()
+    if guarded:
+        assert status == 0 and printed.out.count("normal cell") == 1
+    else:
+        assert status == 2
+        assert 'put that call under `if __name__ == "__main__":`' in printed.err
+
+
 _SCRIPT = """
     import sys
 

@@ -140,7 +140,7 @@ def import_main_module() -> None:
         _main_import["called_back"] = True
         raise NasError(_CALLED_WHEN_IMPORTED)
     kind, _, target = reference.partition(":")
-    _main_import["running"] = True
+    _main_import.update(running=True, called_back=False)
     try:
         if kind == "module":
             importlib.import_module(target)
