@@ -219,6 +219,8 @@ def _run(
         raise NasError(f"nproc_per_node must be a number of processes, got {nproc_per_node!r}")
     if nproc_per_node < 1:
         raise NasError("nproc_per_node must be at least 1")
+    if resume and run_dir is None:
+        raise NasError("resume=True needs run_dir=, the run directory to continue")
     pairs = _settings(command, settings)
     python_data = None
     if isinstance(data, str):

@@ -80,11 +80,12 @@ def test_settings_are_checked_by_the_cli_code(capsys, tmp_path: Path) -> None:
         ({"order": 3}, r"order=3: choose one of 1, 2"),
         ({"out": "x"}, "give 'out' as the argument run_dir="),
         ({"nproc_per_node": 0}, "nproc_per_node must be at least 1"),
+        ({"resume": True, "run_dir": None}, "resume=True needs run_dir="),
         ({"test": ([], [])}, "test= goes with data given as a Dataset or arrays"),
     ]
     for settings, message in refusals:
         with pytest.raises(NasError, match=message):
-            nas.search("digits", run_dir=out, **settings)
+            nas.search("digits", **{"run_dir": out, **settings})
     assert not Path(out).exists()
 
 
