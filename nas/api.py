@@ -169,7 +169,8 @@ def create_model(
         ("model.channels", channels),
         ("model.auxiliary_weight", 0.4 if auxiliary else 0.0),
     ]
-    checked = resolve_config(RunRequest("train", settings), COMMANDS["train"])
+    # fit_data=False: the network does not depend on a dataset here
+    checked = resolve_config(RunRequest("train", settings), COMMANDS["train"], fit_data=False)
     for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise NasError(f"{name} must be a positive integer, got {value!r}")

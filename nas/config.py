@@ -47,13 +47,19 @@ class DataConfig:
     """
 
     name: str = "digits"
-    batch_size: int = 64
+    # None: fitted to the dataset (nas train; nas/data/defaults.py).
+    batch_size: int | None = 64
     # Fraction of the training set that trains the weights; the rest trains the alphas (DARTS: 0.5).
     train_portion: float = 0.5
-    # Random crop (pad 4) and horizontal flip of training images.
-    augment: bool = False
+    # Random crop (padding side / 8) and, where the dataset flips, horizontal flip of training
+    # images. None: on where it changes the images (nas/data/defaults.py).
+    augment: bool | None = None
     # Cutout (DeVries and Taylor 2017): zero one random square of this side per training image.
-    cutout: int = 0
+    # None: fitted to the image side (nas/data/defaults.py).
+    cutout: int | None = None
+    # Loader processes that read and augment the samples (0: the main process). A dataset streamed
+    # from disk (a large image folder) needs them to keep up; batches are the same for any number.
+    workers: int = 0
     # The selected dataset's options (nas/options.py); None: its defaults, filled on validation.
     options: Options | None = None
 
@@ -96,7 +102,8 @@ class StrategyConfig:
 class RunConfig:
     """Epochs, seed, device and the run directory."""
 
-    epochs: int = 50
+    # None: fitted to the dataset (nas train; nas/data/defaults.py).
+    epochs: int | None = 50
     seed: int = 0
     device: str = "auto"
     out: str | None = None
@@ -113,8 +120,15 @@ class _Sections:
     # dotted key -> why this command does not read it; setting it is refused
     unread: ClassVar[dict[str, str]] = {}
 
-    def resolve(self) -> None:
-        """Fill values that default to "depends on other fields" (after validation)."""
+    def resolve(self, fit_data: bool = True) -> None:
+        """Fill values that default to "depends on other fields" (after validation): with
+        `fit_data`, the data-dependent ones from the dataset, which is loaded for it (raises
+        NasError for data the command cannot use, see nas/data/defaults.py); then the rest.
+        """
+        if fit_data:
+            from nas.data.defaults import fit_to_data
+
+            fit_to_data(self)
 
     def checks(self) -> list[tuple[bool, str]] | None:
         """(ok, message) range checks of a configuration class defined outside this module
@@ -187,6 +201,15 @@ class Config(_Sections):
         "strategy": PluginSection("nas.strategies:STRATEGIES"),
     }
 
+    def resolve(self, fit_data: bool = True) -> None:
+        """Unset augmentation takes the DARTS search's on CIFAR-10 (crop and flip, no cutout)
+        where the dataset does not decide it."""
+        super().resolve(fit_data)
+        if self.data.augment is None:
+            self.data.augment = True
+        if self.data.cutout is None:
+            self.data.cutout = 0
+
 
 # network -> (paper layers, paper channels C, standard input side): DARTS Sec. 3.3.
 NETWORK_DEFAULTS = {"cifar": (20, 36, 32), "imagenet": (14, 48, 224)}
@@ -227,12 +250,10 @@ class OptimizerConfig:
 class TrainConfig(_Sections):
     """A final training run's configuration (`nas train`); defaults: DARTS on CIFAR-10."""
 
-    data: DataConfig = field(
-        default_factory=lambda: DataConfig(name="cifar10", batch_size=96, augment=True, cutout=16)
-    )
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="cifar10", batch_size=None))
     model: NetworkConfig = field(default_factory=NetworkConfig)
     train: OptimizerConfig = field(default_factory=OptimizerConfig)
-    run: RunConfig = field(default_factory=lambda: RunConfig(epochs=600))
+    run: RunConfig = field(default_factory=lambda: RunConfig(epochs=None))
 
     plugin_sections: ClassVar[dict[str, PluginSection]] = {"data": DATASET}
     unread: ClassVar[dict[str, str]] = {
@@ -240,13 +261,22 @@ class TrainConfig(_Sections):
         "split (nas search splits off the alphas' share)",
     }
 
-    def resolve(self) -> None:
-        """Unset `model.layers` / `model.channels` take the network's paper values."""
+    def resolve(self, fit_data: bool = True) -> None:
+        """Values the dataset leaves unset take the paper's CIFAR-10 training: 600 epochs, batch
+        96, crop, flip and cutout 16, and the network's layers and channels."""
+        super().resolve(fit_data)
         layers, channels, _ = NETWORK_DEFAULTS[self.model.network]
-        if self.model.layers is None:
-            self.model.layers = layers
-        if self.model.channels is None:
-            self.model.channels = channels
+        paper = {
+            ("model", "layers"): layers,
+            ("model", "channels"): channels,
+            ("run", "epochs"): 600,
+            ("data", "batch_size"): 96,
+            ("data", "augment"): True,
+            ("data", "cutout"): 16,
+        }
+        for (section, name), value in paper.items():
+            if getattr(getattr(self, section), name) is None:
+                setattr(getattr(self, section), name, value)
 
 
 def all_keys(config_class: Any = Config) -> list[str]:

@@ -16,11 +16,22 @@ from nas.options import options_checks, resolve_options
 def check_config(config: _Sections) -> None:
     """Range checks of every field a type check cannot express. Raises NasError naming the key."""
     resolve_options(config)
+    fitted = isinstance(config, TrainConfig)  # its batch size and epochs may follow the data
     checks = [
-        (config.data.batch_size >= 2, "data.batch_size must be at least 2 (BatchNorm needs it)"),
+        (
+            (fitted and config.data.batch_size is None) or (config.data.batch_size or 0) >= 2,
+            "data.batch_size must be at least 2 (BatchNorm needs it)",
+        ),
         (0 < config.data.train_portion < 1, "data.train_portion must be between 0 and 1"),
-        (config.data.cutout >= 0, "data.cutout must be 0 (off) or a positive side length"),
-        (config.run.epochs >= 1, "run.epochs must be at least 1"),
+        (
+            config.data.cutout is None or config.data.cutout >= 0,
+            "data.cutout must be 0 (off) or a positive side length",
+        ),
+        (config.data.workers >= 0, "data.workers must be 0 (the main process) or more"),
+        (
+            (fitted and config.run.epochs is None) or (config.run.epochs or 0) >= 1,
+            "run.epochs must be at least 1",
+        ),
         (
             not (config.run.sync_batchnorm and config.run.device == "cpu"),
             "run.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)",

@@ -155,13 +155,24 @@ def _model_card(
     from nas import __version__
     from nas.models import count_parameters
 
+    # Checkpoints that do not record them: classes named by their label index, and inputs
+    # already scaled as the mean and std expect (input_scale 1).
+    scale = spec.get("input_scale") or 1.0
+    class_names = spec.get("class_names") or [str(i) for i in range(spec["num_classes"])]
     return {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
         "input_shape": ["batch", spec["in_channels"], spec["image_size"], spec["image_size"]],
-        "input_normalisation": {"mean": spec["mean"], "std": spec["std"]},
-        "output": f"logits over {spec['num_classes']} classes",
+        "input_normalisation": {
+            "input_scale": scale,
+            "mean": spec["mean"],
+            "std": spec["std"],
+            "how": "divide the raw input by input_scale, then per channel subtract mean and "
+            "divide by std",
+        },
+        "output": f"logits over {spec['num_classes']} classes, in the order of class_names",
         "num_classes": spec["num_classes"],
+        "class_names": class_names,
         "dataset": spec["dataset"],
         "params": count_parameters(network),
         "test_accuracy": facts["test_acc"],

@@ -55,9 +55,11 @@ def build_config(
     config_class: type,
     sections: Iterable[tuple[Any, str]],
     settings: Iterable[tuple[str, Any]],
+    fit_data: bool = True,
 ) -> Any:
     """Defaults < each (YAML data, where it came from) of `sections` < each (key, value) of
-    `settings`, checked and resolved. Raises NasError.
+    `settings`, checked and resolved (with `fit_data`, the unset data-dependent values from the
+    dataset, which is loaded for it). Raises NasError.
     """
     from nas.config import apply_dict, validate
 
@@ -67,15 +69,19 @@ def build_config(
     for key, value in settings:
         config.set(key, value)
     validate(config)
-    config.resolve()
+    config.resolve(fit_data)
     return config
 
 
 def resolve_config(
-    request: RunRequest, command: RunCommand, base: Any = None, base_file: str = ""
+    request: RunRequest,
+    command: RunCommand,
+    base: Any = None,
+    base_file: str = "",
+    fit_data: bool = True,
 ) -> Any:
     """Defaults < saved config `base` (resume; read from `base_file`) < the request's config <
-    its settings. Raises NasError.
+    its settings; `fit_data` as in `build_config`. Raises NasError.
     """
     from nas.config import load_yaml
 
@@ -87,7 +93,7 @@ def resolve_config(
         elif request.config:
             yield load_yaml(request.config), str(request.config)
 
-    return build_config(command.config_class(), sections(), request.settings)
+    return build_config(command.config_class(), sections(), request.settings, fit_data)
 
 
 def prepare_run_dir(request: RunRequest, command: RunCommand) -> tuple[Any, Path]:

@@ -18,6 +18,7 @@ from nas.data import (
     loader,
     split,
 )
+from nas.data.defaults import fit_to_data
 from nas.drawing import genotype_picture
 from nas.genotype import CELL_KINDS, Genotype, SearchProgress
 from nas.logging import RunLogger, announce
@@ -36,6 +37,9 @@ class SearchTask(Task):
         self.runtime = runtime
         announce(f"loading dataset {config.data.name}")
         data = load_dataset(config.data)
+        fit_to_data(config, data)  # refuses data a cell search cannot use
+        config.resolve(fit_data=False)
+        self.flips = data.flips
         self.train_set, self.val_set = split(data.train, config.data.train_portion)
         check_batch_size(self.train_set, config.data.batch_size, "weight-training")
         check_batch_size(self.val_set, config.data.batch_size, "alpha-training (validation)")
@@ -65,7 +69,16 @@ class SearchTask(Task):
         data, seed = self.config.data, self.config.run.seed
         shard = (self.runtime.rank, self.runtime.world_size)
         train = loader(
-            self.train_set, data.batch_size, True, seed, epoch, data.augment, data.cutout, shard
+            self.train_set,
+            data.batch_size,
+            True,
+            seed,
+            epoch,
+            data.augment,
+            data.cutout,
+            shard,
+            workers=data.workers,
+            flips=self.flips,
         )
         # The validation stream restarts as often as needed when it is the shorter split.
         val = cycle(
@@ -78,6 +91,8 @@ class SearchTask(Task):
                 data.augment,
                 data.cutout,
                 shard,
+                workers=data.workers,
+                flips=self.flips,
             )
         )
         return zip(train, val)
@@ -94,8 +109,9 @@ class SearchTask(Task):
     def evaluate(self) -> dict[str, float]:
         self.network.eval()
         shard = (self.runtime.rank, self.runtime.world_size)
+        data = self.config.data
         sums = classifier_sums(
-            self.network, self.val_set, self.config.data.batch_size, self.runtime.device, shard
+            self.network, self.val_set, data.batch_size, self.runtime.device, shard, data.workers
         )
         loss_sum, correct = self.runtime.sum(sums)
         return {"val_loss": loss_sum / len(self.val_set), "val_acc": correct / len(self.val_set)}

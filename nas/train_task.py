@@ -16,6 +16,7 @@ from nas.data import (
     load_dataset,
     loader,
 )
+from nas.data.defaults import fit_to_data
 from nas.drawing import genotype_picture
 from nas.errors import NasError
 from nas.genotype import Genotype
@@ -45,9 +46,11 @@ def model_spec(
         "num_classes": num_classes,
         "image_size": image_size,
         "dataset": config.data.name,
-        # The normalisation inputs need: (x - mean) / std per channel, x in [0, 1].
+        # How to feed raw inputs x: x / input_scale, then (x - mean) / std per channel.
+        "input_scale": data.input_scale if data else 1.0,
         "mean": list(data.mean) if data else None,
         "std": list(data.std) if data else None,
+        "class_names": list(data.class_names) if data else None,
     }
 
 
@@ -94,16 +97,13 @@ def check_spec(saved: dict[str, Any], requested: dict[str, Any], where: str) -> 
 
 
 def check_training_data(config: TrainConfig, data: ImageData) -> None:
-    """Raise NasError if `data` cannot be trained on with `config`: fewer training images than one
-    batch, or a cutout square that covers whole images.
+    """Fill `config`'s unset data-dependent fields from `data` and raise NasError if `data`
+    cannot be trained on with it: no images, fewer training images than one batch, or
+    augmentation that does not fit the images (nas/data/defaults.py).
     """
+    fit_to_data(config, data)
+    config.resolve(fit_data=False)
     check_batch_size(data.train, config.data.batch_size, "training")
-    if config.data.cutout >= data.image_size:
-        raise NasError(
-            f"data.cutout={config.data.cutout} covers the whole {data.image_size}x"
-            f"{data.image_size} images of {config.data.name}; use --cutout 0 (off) or "
-            f"a side below {data.image_size}"
-        )
 
 
 class TrainTask(Task):
@@ -168,6 +168,8 @@ class TrainTask(Task):
             data.augment,
             data.cutout,
             (self.runtime.rank, self.runtime.world_size),
+            workers=data.workers,
+            flips=self.data.flips,
         )
 
     def step(self, batch: Any) -> StepResult:
@@ -194,8 +196,9 @@ class TrainTask(Task):
         self.runtime.broadcast(list(self.network.buffers()))
         test = self.data.test
         shard = (self.runtime.rank, self.runtime.world_size)
+        data = self.config.data
         sums = classifier_sums(
-            self.network, test, self.config.data.batch_size, self.runtime.device, shard
+            self.network, test, data.batch_size, self.runtime.device, shard, data.workers
         )
         loss_sum, correct = self.runtime.sum(sums)
         self._last_test_acc = correct / len(test)

@@ -100,8 +100,8 @@ def test_config_file_and_set_override(tmp_path) -> None:
         ),
         (
             "train",
-            ["--genotype", "DARTS_V2", "--lr", "0.1", "--set", "data.cutout=0"],
-            {"model.genotype": "DARTS_V2", "train.lr": 0.1, "data.cutout": 0},
+            ["--genotype", "DARTS_V2", "--dataset", "digits", "--lr", "0.1", "--cutout", "3"],
+            {"model.genotype": "DARTS_V2", "train.lr": 0.1, "data.cutout": 3, "run.epochs": 30},
         ),
         (
             "grow",
@@ -195,5 +195,5 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "nas: error: unknown dataset 'imagenet'; choose one of: breast_cancer, cifar10, csv, "
-        "digits, synthetic."
+        "digits, folder, npz, synthetic."
     ]

@@ -2,7 +2,6 @@
 
 import pickle
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,13 +9,13 @@ from nas.config import DataConfig
 from nas.data import (
     DATASETS,
     Cifar10Options,
-    CsvOptions,
     SyntheticOptions,
     load_dataset,
     loader,
     split,
 )
 from nas.errors import NasError
+from tests.test_dataset_conformance import write_fake_cifar
 
 
 def test_digits_is_real_and_split_fixed() -> None:
@@ -63,65 +62,11 @@ def test_training_loader_order_depends_on_seed_and_epoch_only() -> None:
     assert all(len(batch) == 8 for batch in labels(0, 0))  # partial batch dropped
 
 
-def _write_fake_cifar(folder, samples: int = 10) -> None:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            b"data": rng.integers(0, 256, (samples, 3072), dtype=np.uint8),
-            b"labels": rng.integers(0, 10, samples).tolist(),
-        }
-        with (folder / name).open("wb") as f:
-            pickle.dump(batch, f)
-
-
 def test_cifar10_reads_python_batches(tmp_path) -> None:
-    _write_fake_cifar(tmp_path / "cifar-10-batches-py")
+    write_fake_cifar(tmp_path / "cifar-10-batches-py")
     data = load_dataset(DataConfig(name="cifar10", options=Cifar10Options(data_dir=str(tmp_path))))
     assert data.train.tensors[0].shape == (50, 3, 32, 32)
     assert data.test.tensors[0].shape == (10, 3, 32, 32)
-
-
-def _write_csv(path) -> None:
-    rows = [f"{i % 7},{(i * 3) % 5 - 2.5},{'yes' if i % 3 else 'no'}" for i in range(20)]
-    path.write_text("\n".join(["height,width,label", *rows]) + "\n")
-
-
-def _config(name: str, folder) -> DataConfig:
-    """A small config for dataset `name`; the builders that read the user's files get tiny ones
-    written in `folder`. Every other builder must run offline with its defaults."""
-    if name == "cifar10":
-        _write_fake_cifar(folder / "cifar-10-batches-py")
-        return DataConfig(name=name, options=Cifar10Options(data_dir=str(folder)))
-    if name == "csv":
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_csv(folder / "table.csv")
-        options = CsvOptions(data_file=str(folder / "table.csv"), target="label")
-        return DataConfig(name=name, options=options)
-    if name == "synthetic":
-        options = SyntheticOptions(synthetic_samples=40, synthetic_image_size=8)
-        return DataConfig(name=name, options=options)
-    return DataConfig(name=name)
-
-
-@pytest.mark.parametrize("name", DATASETS.names())
-def test_every_dataset_gives_labelled_float_images_with_a_fixed_split(name: str, tmp_path) -> None:
-    """Conformance of a dataset builder: shapes and dtypes as ImageData says, labels in range,
-    normalisation recorded, and the same split every time."""
-    data = load_dataset(_config(name, tmp_path))
-    shape = (data.in_channels, data.image_size, data.image_size)
-    assert data.num_classes >= 2
-    assert len(data.mean) == len(data.std) == data.in_channels and min(data.std) > 0
-    for part in (data.train, data.test):
-        images, labels = part.tensors
-        assert images.dtype == torch.float32 and tuple(images.shape[1:]) == shape
-        assert labels.dtype == torch.long and labels.shape == (len(images),) and len(images) >= 2
-        assert torch.isfinite(images).all()
-        assert int(labels.min()) >= 0 and int(labels.max()) < data.num_classes
-    assert len(data.train.tensors[1].unique()) >= 2
-    again = load_dataset(_config(name, tmp_path / "again"))
-    for part, same in ((data.train, again.train), (data.test, again.test)):
-        assert all(torch.equal(a, b) for a, b in zip(part.tensors, same.tensors))
 
 
 def test_cifar10_errors_say_how_to_provide_it(tmp_path) -> None:
@@ -140,7 +85,7 @@ class _Exploit:
 
 def test_cifar10_refuses_pickles_that_run_code(tmp_path) -> None:
     folder = tmp_path / "c"
-    _write_fake_cifar(folder)
+    write_fake_cifar(folder)
     with (folder / "test_batch").open("wb") as f:
         pickle.dump({b"data": _Exploit(), b"labels": []}, f)
     with pytest.raises(
@@ -177,3 +122,17 @@ def test_datasets_record_their_normalisation() -> None:
     data = load_dataset(DataConfig(name="digits"))
     assert len(data.mean) == len(data.std) == 1 and data.std[0] > 0
     assert abs(data.train.tensors[0].mean().item()) < 1e-4
+
+
+def test_normalised_scales_each_channel_of_a_batch_of_images_or_sequences() -> None:
+    from nas.data import normalised
+
+    mean, std = (1.0, 2.0, 3.0), (1.0, 4.0, 2.0)
+    for shape in ((5, 3, 4, 4), (5, 3, 7)):
+        images = torch.randn(*shape)
+        out = normalised(images, mean, std)
+        for channel in range(3):
+            expected = (images[:, channel] - mean[channel]) / std[channel]
+            assert torch.allclose(out[:, channel], expected)
+    with pytest.raises(ValueError, match="expected a batch"):
+        normalised(torch.randn(3, 3, 3), (0.0,) * 2, (1.0,) * 2)

@@ -233,7 +233,9 @@ def test_train_notes_an_unfinished_genotype(tmp_path, capsys) -> None:
     data = PUBLISHED_GENOTYPES["DARTS_V2"].to_dict()
     data["search"] = {"epoch": 1, "epochs": 50, "complete": False}
     (tmp_path / "g.json").write_text(json.dumps(data))
-    args = ["train", "--genotype", str(tmp_path / "g.json"), *MISSING_DATA["train"]]
+    # data that is read (the config resolves) but cannot fill one batch: refused after the note
+    too_few = ["--dataset", "digits", "--batch-size", "5000"]
+    args = ["train", "--genotype", str(tmp_path / "g.json"), *too_few]
     assert main([*args, "--out", str(tmp_path / "t")]) == 2
     note, error = capsys.readouterr().err.splitlines()
     assert "unfinished search, epoch 1 of 50" in note and error.startswith("nas: error:")

@@ -137,7 +137,7 @@ def test_check_spec_names_the_mismatch() -> None:
         (["--genotype", "DARTS_V2", "--network", "resnet"], "invalid choice"),
         (["--genotype", "DARTS_V2", "--set", "train.lrr=1"], "did you mean 'train.lr'"),
         (["--genotype", "DARTS_V2", "--drop-path", "1.5"], "model.drop_path"),
-        (["--genotype", "DARTS_V2", "--json"], "go with --summary"),
+        (["--genotype", "DARTS_V2", "--json"], "goes with --summary"),
         (["--genotype", "DARTS_V2", "--network", "imagenet", "--channels", "47"], "must be even"),
     ],
 )
@@ -243,11 +243,30 @@ def test_export_round_trips(trained_run, tmp_path, fmt: str) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
     card = json.loads((out / "model_card.json").read_text())
     assert card["input_shape"] == ["batch", 1, 8, 8] and card["num_classes"] == 10
+    # digits' pixels are 0..16: a user divides by 16, then normalises
+    assert card["class_names"] == [str(digit) for digit in range(10)]
+    assert card["input_normalisation"]["input_scale"] == 16.0
     assert card["test_accuracy"] == facts["test_acc"] and card["params"] > 0
     from nas.export import FILE_NAMES
 
     assert card["exports"] == {fmt: FILE_NAMES[fmt]} and (out / FILE_NAMES[fmt]).is_file()
     assert Genotype.load(out / "genotype.json") == PUBLISHED_GENOTYPES["DARTS_V2"]
+
+
+def test_model_card_of_a_checkpoint_without_class_names_or_input_scale(
+    trained_run, tmp_path
+) -> None:
+    from nas.runtime.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(trained_run / "checkpoints" / "best.pt", restore_rng=False)
+    for key in ("class_names", "input_scale"):
+        del payload["spec"][key]
+    save_checkpoint(tmp_path / "old" / "checkpoints" / "best.pt", payload)
+    out = tmp_path / "export"
+    assert main(["export", str(tmp_path / "old"), "--format", "exported", "--out", str(out)]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["class_names"] == [str(label) for label in range(10)]
+    assert card["input_normalisation"]["input_scale"] == 1.0
 
 
 def test_export_of_a_search_run_is_a_clear_error(tmp_path) -> None:

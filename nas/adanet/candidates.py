@@ -72,16 +72,28 @@ class Candidate:
         self._stream: tuple[tuple, Iterator, int] | None = None
 
     def batch(
-        self, dataset: TensorDataset, step: int, global_batch: int, share: Runtime
+        self,
+        dataset: TensorDataset,
+        step: int,
+        global_batch: int,
+        share: Runtime,
+        workers: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's part of the candidate's global batch number `step`."""
+        """This process's part of the candidate's global batch number `step` (read by `workers`
+        loader processes)."""
         per_epoch = len(dataset) // global_batch
         epoch, index = divmod(step, per_epoch)
         local = global_batch // share.world_size
         stream_id = (epoch, local, share.rank, share.world_size)
         if self._stream is None or self._stream[0] != stream_id or self._stream[2] != index:
             batches = loader(
-                dataset, local, True, self.seed, epoch, shard=(share.rank, share.world_size)
+                dataset,
+                local,
+                True,
+                self.seed,
+                epoch,
+                shard=(share.rank, share.world_size),
+                workers=workers,
             )
             self._stream = (stream_id, itertools.islice(iter(batches), index, None), index)
         stream_id, batches, _ = self._stream

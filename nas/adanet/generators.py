@@ -25,15 +25,21 @@ from nas.registry import Registry
 
 @dataclass(frozen=True)
 class DataShape:
-    """What a subnetwork reads and predicts: (in_channels, image_size, image_size) -> classes."""
+    """What a subnetwork reads and predicts: samples of `kind` (nas.data.KINDS) ->
+    classes. An image is (in_channels, image_size, image_size), a sequence (in_channels,
+    image_size), a table (in_channels, 1, 1).
+    """
 
     in_channels: int
     image_size: int
     num_classes: int
+    kind: str = "image"
 
     @property
     def features(self) -> int:
         """Inputs of a flattened sample."""
+        if self.kind == "sequence":
+            return self.in_channels * self.image_size
         return self.in_channels * self.image_size**2
 
 
@@ -244,10 +250,15 @@ class CNNGenerator(SubnetworkGenerator):
         super().__init__(config, shape)
         from nas.genotype import load_genotype
 
+        if shape.kind != "image":
+            raise NasError(
+                f"the cnn generator builds cell networks over images, and this dataset holds "
+                f"{shape.kind}s; use --generator mlp (it reads any sample flattened)"
+            )
         if shape.image_size < 4:
             raise NasError(
-                "the cnn generator needs images; this dataset has 1x1 samples (tabular): use "
-                "--generator mlp"
+                f"the cnn generator needs images of at least 4x4 pixels, and this dataset's are "
+                f"{shape.image_size}x{shape.image_size}; use --generator mlp"
             )
         from nas.spaces import get_space
 

@@ -72,12 +72,15 @@ class Mixtures:
         return StepResult(losses.detach().mean(), correct / len(stacks), len(labels))
 
     @torch.no_grad()
-    def held_out(self, dataset: TensorDataset, runtime: Runtime) -> tuple[list, list]:
-        """(objective, accuracy) of every candidate ensemble on `dataset`, all processes."""
+    def held_out(
+        self, dataset: TensorDataset, runtime: Runtime, workers: int = 0
+    ) -> tuple[list, list]:
+        """(objective, accuracy) of every candidate ensemble on `dataset`, all processes (read by
+        `workers` loader processes)."""
         sums = [0.0, 0.0] * len(self.candidates)  # (cross-entropy sum, correct) per candidate
         device = self.ensemble.mixture.device
         shard = (runtime.rank, runtime.world_size)
-        for images, labels in loader(dataset, 256, False, 0, 0, shard=shard):
+        for images, labels in loader(dataset, 256, False, 0, 0, shard=shard, workers=workers):
             images, labels = images.to(device), labels.to(device)
             for index, stack in enumerate(self.stacked_logits(images)):
                 logits = mix(stack, self.weights[index].detach())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from nas.io import atomic_write_text
 from nas.logging import RunLogger
@@ -37,8 +37,10 @@ def evaluate_binary_auc(ensemble: Any, dataset: Dataset, runtime: Runtime) -> fl
     """ROC AUC of the positive class (1) on the whole of `dataset` (every process computes it)."""
     from sklearn.metrics import roc_auc_score
 
+    from nas.data import loader
+
     scores, labels = [], []
-    for images, batch_labels in DataLoader(dataset, batch_size=256):  # any Dataset, streamed too
+    for images, batch_labels in loader(dataset, 256, False, 0, 0):  # in memory or streamed
         scores.append(torch.softmax(ensemble(images.to(runtime.device)), dim=1)[:, 1].cpu())
         labels.append(batch_labels)
     return float(roc_auc_score(torch.cat(labels).numpy(), torch.cat(scores).numpy()))

@@ -36,6 +36,7 @@ from nas.adanet.mixture import Mixtures
 from nas.adanet.outputs import IterationLog, candidate_label, evaluate_binary_auc, write_iteration
 from nas.adanet.schedule import RoundPlan, assign, num_shares, plan_round
 from nas.data import ImageData, check_batch_size, classifier_sums, load_dataset, loader, split
+from nas.errors import NasError
 from nas.logging import RunLogger
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
@@ -43,8 +44,14 @@ from nas.runtime.engine import StepResult, Task
 
 def check_grow_data(config: GrowConfig, data: ImageData, world_size: int = 1) -> tuple:
     """(training split, held-out split) of `data`; raises NasError if either cannot fill one
-    global batch (`batch_size` samples on each of `world_size` processes).
+    global batch (`batch_size` samples on each of `world_size` processes), or if it holds
+    sequences (the generators read images and tables).
     """
+    if data.kind == "sequence":
+        raise NasError(
+            f"nas grow reads images and tables, and dataset {config.data.name!r} holds sequences; "
+            "give the features as a table (--dataset csv)"
+        )
     train_set, val_set = split(data.train, config.data.train_portion)
     batch = config.data.batch_size * world_size
     processes = " (all processes together)" if world_size > 1 else ""
@@ -72,7 +79,7 @@ class GrowTask(Task):
         }
         self.train_set, self.val_set = check_grow_data(config, data, runtime.world_size)
         self.test_set = data.test
-        self.shape = DataShape(data.in_channels, data.image_size, data.num_classes)
+        self.shape = DataShape(data.in_channels, data.image_size, data.num_classes, data.kind)
         self.generator = GENERATORS.get(ada.generator)(ada, self.shape)
         self.global_batch = config.data.batch_size * runtime.world_size
         self.steps_per_round = len(self.train_set) // self.global_batch
@@ -172,7 +179,13 @@ class GrowTask(Task):
         return _Passes(
             [
                 loader(
-                    self.val_set, self.config.data.batch_size, True, seed, mixture_pass, shard=shard
+                    self.val_set,
+                    self.config.data.batch_size,
+                    True,
+                    seed,
+                    mixture_pass,
+                    shard=shard,
+                    workers=self.config.data.workers,
                 )
                 for mixture_pass in range(self.config.adanet.mixture_epochs)
             ]
@@ -234,7 +247,11 @@ class GrowTask(Task):
             images, labels = (
                 t.to(device)
                 for t in candidate.batch(
-                    self.train_set, candidate.steps, self.global_batch, self.share
+                    self.train_set,
+                    candidate.steps,
+                    self.global_batch,
+                    self.share,
+                    self.config.data.workers,
                 )
             )
             loss, right = candidate.train_step(
@@ -248,7 +265,8 @@ class GrowTask(Task):
 
     def _sums(self, network: Any, dataset: Any) -> tuple[float, float]:
         shard = (self.runtime.rank, self.runtime.world_size)
-        sums = classifier_sums(network, dataset, 256, self.runtime.device, shard)
+        workers = self.config.data.workers
+        sums = classifier_sums(network, dataset, 256, self.runtime.device, shard, workers)
         loss_sum, correct = self.runtime.sum(sums)
         return loss_sum / len(dataset), correct / len(dataset)
 
@@ -285,7 +303,9 @@ class GrowTask(Task):
         """Keep the candidate ensemble with the lowest held-out objective (Cortes et al. 2017,
         the new subnetwork is kept only if it lowers the objective).
         """
-        objectives, accuracies = self.mixtures.held_out(self.val_set, self.runtime)
+        objectives, accuracies = self.mixtures.held_out(
+            self.val_set, self.runtime, self.config.data.workers
+        )
         best = min(range(len(objectives)), key=lambda i: objectives[i])
         grew = objectives[best] < self.objective_value or self.config.adanet.force_grow
         chosen = self.candidates[best]

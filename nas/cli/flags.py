@@ -97,7 +97,27 @@ def flag_settings(args: argparse.Namespace, flags: Sequence[Flag]) -> Iterator[t
 DATASET = Flag(
     "--dataset", "data.name", "dataset: {names} (default: digits)", names_from="nas.data:DATASETS"
 )
-DATA_DIR = Flag("--data-dir", "data.data_dir", "folder holding CIFAR-10 (cifar10 only)")
+DATA_DIR = Flag(
+    "--data-dir",
+    "data.data_dir",
+    "folder: one sub-folder of images per class; cifar10: the folder holding CIFAR-10",
+    metavar="DIR",
+)
+DATA_FILE = Flag("--data-file", "data.data_file", "npz or csv: the data file", metavar="FILE")
+IMAGE_SIZE = Flag(
+    "--image-size",
+    "data.image_size",
+    "folder only: resize and centre-crop every image to SxS (default: the files' own size)",
+    int,
+    metavar="S",
+)
+WORKERS = Flag(
+    "--workers",
+    "data.workers",
+    "loader processes reading the samples (default: 0, the main process)",
+    int,
+    metavar="N",
+)
 EPOCHS = Flag("--epochs", "run.epochs", "epochs", int)
 BATCH_SIZE = Flag("--batch-size", "data.batch_size", "images per step (per process)", int)
 LAYERS = Flag("--layers", "model.layers", "cells in the network", int)

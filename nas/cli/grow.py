@@ -12,7 +12,10 @@ from nas.jobs import COMMANDS, run_job
 
 FLAGS = (
     flags.DATASET,
-    Flag("--data-file", "data.data_file", "csv only: the table to learn", metavar="FILE"),
+    flags.DATA_DIR,
+    flags.DATA_FILE,
+    flags.IMAGE_SIZE,
+    flags.WORKERS,
     Flag("--target", "data.target", "csv only: the label column", metavar="COLUMN"),
     Flag("--iterations", "adanet.iterations", "at most this many iterations (3)", int),
     flags.EPOCHS.with_help("epochs each candidate trains (20)"),

@@ -12,6 +12,9 @@ from nas.jobs import COMMANDS, run_job
 FLAGS = (
     flags.DATASET,
     flags.DATA_DIR,
+    flags.DATA_FILE,
+    flags.IMAGE_SIZE,
+    flags.WORKERS,
     flags.EPOCHS.with_help("search epochs"),
     flags.BATCH_SIZE,
     flags.LAYERS,
@@ -64,7 +67,23 @@ def run(args: argparse.Namespace) -> int:
             f"val acc {record['val_acc']:.3f}, {record['epoch_seconds']:.1f} s/epoch",
             f"genotype: {job.task.genotype().to_notation()}",
             f"written: {genotype}",
-            f"train it: nas train --genotype {genotype} --dataset {job.config.data.name}",
+            f"train it: nas train --genotype {genotype} {_dataset_arguments(job.config)}",
         ]
 
     return runner.finish(job, lines)
+
+
+def _dataset_arguments(config: Any) -> str:
+    """`--dataset NAME` and `--set data.KEY=VALUE` for each of the dataset's own options that
+    differs from its default, so that the printed command trains on the same data."""
+    import dataclasses
+    import shlex
+
+    from nas.data import DATASETS
+
+    arguments = ["--dataset", config.data.name]
+    defaults = DATASETS.options(config.data.name)()
+    for key, value in dataclasses.asdict(config.data.options).items():
+        if value != getattr(defaults, key):
+            arguments += ["--set", f"data.{key}={value}"]
+    return shlex.join(arguments)

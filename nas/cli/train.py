@@ -30,6 +30,12 @@ FLAGS = (
     ),
     flags.DATASET,
     flags.DATA_DIR,
+    flags.DATA_FILE,
+    flags.IMAGE_SIZE.with_help(
+        "folder: resize and centre-crop every image to SxS; with --summary: the input side "
+        "(default: the dataset's, or the network's)"
+    ),
+    flags.WORKERS,
     flags.EPOCHS.with_help("training epochs"),
     flags.BATCH_SIZE,
     flags.LAYERS,
@@ -71,9 +77,6 @@ def add_parser(commands: Any) -> None:
         help="print parameters and multiply-adds of the network, do not train",
     )
     parser.add_argument("--json", action="store_true", help="with --summary: one JSON line")
-    parser.add_argument(
-        "--image-size", type=int, help="with --summary: input side (default: the network's)"
-    )
 
 
 def _check_before_launch(args: argparse.Namespace) -> None:
@@ -96,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         raise NasError("--print-config and --summary both print instead of training; choose one")
     if args.summary:
         return _summary(args)
-    if args.json or args.image_size is not None:
-        raise NasError("--json and --image-size go with --summary")
+    if args.json:
+        raise NasError("--json goes with --summary")
     if args.print_config:
         return runner.print_config(args, COMMAND, FLAGS)
     job = run_job(runner.request(args, COMMAND, FLAGS))
@@ -124,7 +127,16 @@ def _summary(args: argparse.Namespace) -> int:
 
     if args.resume:
         raise NasError("--summary does not train, so --resume does not apply")
-    config = resolve_config(runner.request(args, COMMAND, FLAGS), COMMAND)
+    summary_size, args.image_size = args.image_size, None  # the input side, for any dataset
+    # Without a dataset named, or for cifar10 (known without reading its files): the paper's
+    # network; another dataset's defaults follow what it states, so it is loaded.
+    config = resolve_config(runner.request(args, COMMAND, FLAGS), COMMAND, fit_data=False)
+    named = args.dataset is not None or config.data.name != TrainConfig().data.name
+    if named and config.data.name != "cifar10":
+        config = resolve_config(runner.request(args, COMMAND, FLAGS), COMMAND)
+    if summary_size is not None and config.data.name == "folder":
+        config.data.options.image_size = summary_size
+    args.image_size = summary_size
     if config.model.genotype is None:
         raise NasError("--summary needs --genotype NAME_OR_FILE")
     genotype = load_genotype(config.model.genotype)
@@ -135,7 +147,6 @@ def _summary(args: argparse.Namespace) -> int:
         )
     image_size = args.image_size or NETWORK_DEFAULTS[config.model.network][2]
     in_channels, num_classes = 3, 1000 if config.model.network == "imagenet" else 10
-    named = args.dataset is not None or config.data.name != TrainConfig().data.name
     if named:  # a dataset chosen by flag, --config or --set: its shape
         if config.data.name == "cifar10":  # known without reading the files
             in_channels, num_classes, size = 3, 10, 32

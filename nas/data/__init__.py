@@ -122,10 +122,10 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 def normalised(
     images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
-    """(images - mean) / std per channel of (N, C, ...) or (C, ...) inputs."""
-    shape = (len(mean),) + (1,) * (images.dim() - 2 if images.dim() > 2 else 1)
-    if images.dim() > len(shape):
-        shape = (1, *shape)
+    """(images - mean) / std per channel of a batch of (N, C, ...) inputs."""
+    if images.dim() < 2 or images.shape[1] != len(mean):
+        raise ValueError(f"expected a batch (N, {len(mean)}, ...), got {tuple(images.shape)}")
+    shape = (1, len(mean)) + (1,) * (images.dim() - 2)
     return (images - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
 
 
@@ -154,8 +154,9 @@ def from_arrays(
 
 
 # The loaders and the built-in datasets (which register themselves) use the definitions above.
-from nas.data import cifar10, digits, synthetic, tabular  # noqa: E402, F401
+from nas.data import cifar10, digits, folder, npz, synthetic, tabular  # noqa: E402, F401
 from nas.data.cifar10 import Cifar10Options  # noqa: E402
+from nas.data.folder import FolderOptions  # noqa: E402
 from nas.data.loading import (  # noqa: E402
     batches_per_epoch,
     check_batch_size,
@@ -163,6 +164,7 @@ from nas.data.loading import (  # noqa: E402
     cycle,
     loader,
 )
+from nas.data.npz import NpzOptions  # noqa: E402
 from nas.data.synthetic import SyntheticOptions  # noqa: E402
 from nas.data.tabular import CsvOptions  # noqa: E402
 
@@ -171,7 +173,9 @@ __all__ = [
     "KINDS",
     "Cifar10Options",
     "CsvOptions",
+    "FolderOptions",
     "ImageData",
+    "NpzOptions",
     "SyntheticOptions",
     "batches_per_epoch",
     "channel_stats",

@@ -13,17 +13,23 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler, Subset
 
-_CROP_PAD = 4  # the standard CIFAR crop: pad 4, take a random window of the original size
+
+def crop_padding(side: int) -> int:
+    """Zero padding of the random crop for images of `side` pixels: side / 8, the standard
+    CIFAR-10 crop's 4 pixels on 32 (0 below 8 pixels: no crop)."""
+    return side // 8
 
 
 class Augmented(Dataset):
     """Training augmentation of normalised image tensors.
 
-    `crop_flip`: random crop (pad 4) and, where `flips`, a horizontal flip with probability 1/2:
-    the standard CIFAR augmentation. `cutout`: zero a `cutout` x `cutout` square centred on a
-    uniformly drawn pixel, clipped at the border (DeVries and Taylor 2017, as used by DARTS's final
-    training); zero is the mean pixel after normalisation. Sample i's draws come from a generator
-    seeded by (`seed`, i), so they are the same in any loader worker and on any rank.
+    `crop_flip`: random crop (zero padding of `crop_padding(side)`, then a window of the original
+    size) and, where `flips`, a horizontal flip with probability 1/2: the standard CIFAR-10
+    augmentation (pad 4 on 32x32) scaled to the image. `cutout`: zero a `cutout` x `cutout`
+    square centred on a uniformly drawn pixel, clipped at the border (DeVries and Taylor 2017, as
+    used by DARTS's final training); zero is the mean pixel after normalisation. Sample i's
+    draws come from a generator seeded by (`seed`, i), so they are the same in any loader worker
+    and on any rank.
     """
 
     def __init__(
@@ -43,9 +49,11 @@ class Augmented(Dataset):
         height, width = image.shape[-2:]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         if self.crop_flip:
-            padded = torch.nn.functional.pad(image, (_CROP_PAD,) * 4)
-            top, left = torch.randint(0, 2 * _CROP_PAD + 1, (2,), generator=generator).tolist()
-            image = padded[:, top : top + height, left : left + width]
+            pad = crop_padding(min(height, width))
+            if pad:
+                padded = torch.nn.functional.pad(image, (pad,) * 4)
+                top, left = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+                image = padded[:, top : top + height, left : left + width]
             if self.flips and int(torch.randint(0, 2, (1,), generator=generator)):
                 image = image.flip(-1)
         if self.cutout:

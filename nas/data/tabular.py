@@ -62,7 +62,9 @@ def csv(config: DataConfig) -> ImageData:
 
     options = config.options
     if options.data_file is None or options.target is None:
-        raise NasError("--dataset csv needs --data-file FILE and --target COLUMN (the label)")
+        raise NasError(
+            "--dataset csv needs --data-file FILE and --target COLUMN (the label); see docs/data.md"
+        )
     path = Path(options.data_file)
     features, labels, classes = read_table(path, options.target)
     try:
