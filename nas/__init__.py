@@ -12,6 +12,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "search": "nas.api",
+    "train": "nas.api",
+    "grow": "nas.api",
+    "create_model": "nas.api",
+    "load_model": "nas.api",
+    "SearchResult": "nas.api",
+    "TrainResult": "nas.api",
+    "GrowResult": "nas.api",
+    "ImageData": "nas.data",
     "NasError": "nas.errors",
     "Config": "nas.config",
     "Genotype": "nas.genotype",

@@ -42,7 +42,7 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[torch.nn.Module, d
 
     Raises NasError when the run directory holds no such checkpoint.
     """
-    from nas.train import build_network, saved_spec
+    from nas.train_task import build_network, saved_spec
 
     path = run_dir / "checkpoints" / f"{which}.pt"
     if not path.is_file():

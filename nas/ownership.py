@@ -86,9 +86,17 @@ def check_resume_dir(run_dir: Path, command: str) -> None:
         )
 
 
-def claim_run_dir(run_dir: Path, command: str, config: Any, world_size: int, resume: bool) -> Any:
+def claim_run_dir(
+    run_dir: Path,
+    command: str,
+    config: Any,
+    world_size: int,
+    resume: bool,
+    command_line: str | None = None,
+) -> Any:
     """Make `run_dir` this run's (main process, after every input was checked): lock it, mark
-    it, drop temp files a kill left and, for a new run, a dead run's results; write config.yaml.
+    it, drop temp files a kill left and, for a new run, a dead run's results; write config.yaml
+    (with `command_line`, see nas.rundir.write_config).
 
     Returns the held RunDirLock (None when the launcher holds it). Raises NasError when another
     process owns the folder.
@@ -108,7 +116,7 @@ def claim_run_dir(run_dir: Path, command: str, config: Any, world_size: int, res
         if not resume:
             for name in STALE_RESULTS.get(command, []):
                 (run_dir / name).unlink(missing_ok=True)
-            write_config(config, run_dir, world_size)
+            write_config(config, run_dir, world_size, command_line)
     except BaseException:
         if lock is not None:
             lock.release()

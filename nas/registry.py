@@ -47,6 +47,11 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj
 
+    def discard(self, name: str) -> None:
+        """Unregister `name` (and its options), if registered."""
+        self._items.pop(name, None)
+        self._options.pop(name, None)
+
     def get(self, name: str) -> T:
         """Return the object registered as `name`. Raises NasError naming the known choices."""
         self._load()

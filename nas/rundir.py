@@ -1,7 +1,7 @@
 """Run directories: the time stamp of a default name, config.yaml with the package version, git
 commit, world size and command line, and the world-size check of a resume. Which folders a run may
 use is in nas/ownership.py; the config and run directory of a command are resolved in
-nas/cli/runner.py.
+nas/runs.py.
 """
 
 from __future__ import annotations
@@ -65,8 +65,11 @@ def _git(cwd: Path, *args: str) -> str | None:
     return result.stdout.strip() or None
 
 
-def write_config(config: Any, run_dir: Path, world_size: int) -> None:
-    """Write run_dir/config.yaml: the resolved config plus a `meta` section (atomically)."""
+def write_config(
+    config: Any, run_dir: Path, world_size: int, command_line: str | None = None
+) -> None:
+    """Write run_dir/config.yaml: the resolved config plus a `meta` section (atomically).
+    `command_line` is what started the run (default: `nas` and this process's arguments)."""
     import shlex
 
     import yaml
@@ -79,7 +82,7 @@ def write_config(config: Any, run_dir: Path, world_size: int) -> None:
         "nasforge_version": __version__,
         "git_commit": git_commit(),
         "world_size": world_size,
-        "command": shlex.join(["nas", *sys.argv[1:]]),
+        "command": command_line or shlex.join(["nas", *sys.argv[1:]]),
     }
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 

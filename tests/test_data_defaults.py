@@ -45,8 +45,8 @@ def _small_train(name: str = "digits", **settings) -> TrainConfig:
 
 def test_training_tasks_pass_the_datasets_flips_to_the_loader() -> None:
     from nas.genotype import load_genotype
-    from nas.search import SearchTask
-    from nas.train import TrainTask
+    from nas.search_task import SearchTask
+    from nas.train_task import TrainTask
 
     config = _small_train(**{"model.layers": 3, "model.channels": 2})
     config.resolve()

@@ -167,7 +167,7 @@ def test_an_op_without_a_grouped_form_runs_per_edge(monkeypatch) -> None:
 
 @pytest.mark.parametrize("path", ["fast", "reference"])
 def test_the_search_task_computes_cells_on_the_selected_path(path: str) -> None:
-    from nas.search import SearchTask
+    from nas.search_task import SearchTask
 
     config = Config()
     settings = {"model.space": "tiny", "model.layers": 3, "model.channels": 4, "model.path": path}

@@ -423,12 +423,12 @@ def test_a_network_too_large_for_memory_is_refused_with_what_lowers_it(tmp_path:
 def test_out_of_memory_in_search_names_partial_channels_and_checkpointing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, contains: str
 ) -> None:
-    import nas.search
+    import nas.search_task
 
     def fail(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(nas.search.SearchTask, "__init__", fail)
+    monkeypatch.setattr(nas.search_task.SearchTask, "__init__", fail)
     work = tmp_path / "work"
     work.mkdir()
     args = [*SMALL["search"], "--out", str(tmp_path / "run")]

@@ -110,7 +110,7 @@ def test_resume_refuses_a_checkpoint_of_another_genotype(tmp_path) -> None:
 
 def test_check_spec_names_the_mismatch() -> None:
     from nas.errors import NasError
-    from nas.train import check_spec
+    from nas.train_task import check_spec
 
     spec = {
         "genotype": PUBLISHED_GENOTYPES["DARTS_V2"].to_dict(),

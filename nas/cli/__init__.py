@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from nas.cli import bench, export, grow, runner, search, show, train, tune
 from nas.cli.flags import Parser
@@ -28,8 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nas` console script; the exit status."""
     if "WORLD_SIZE" in os.environ:  # one of several processes
-        from nas.runtime.launch import die_with_launcher
+        from nas.errors import NasError
+        from nas.runtime.launch import die_with_launcher, import_main_module, report_worker_error
 
         die_with_launcher()
+        try:
+            import_main_module()  # what the launcher's script registers
+        except NasError as err:
+            if not report_worker_error(str(err)):
+                print(f"nas: error: {err}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     return runner.execute(args, argv)

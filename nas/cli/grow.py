@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from nas.cli import flags, runner
 from nas.cli.flags import Flag
+from nas.jobs import COMMANDS, run_job
 
 FLAGS = (
     flags.DATASET,
@@ -43,15 +43,7 @@ FLAGS = (
 )
 
 
-def _config_class() -> type:
-    from nas.adanet.config import GrowConfig
-
-    return GrowConfig
-
-
-COMMAND = runner.RunCommand(
-    "grow", _config_class, FLAGS, lambda c: f"{c.adanet.generator}-{c.data.name}"
-)
+COMMAND = COMMANDS["grow"]
 
 
 def add_parser(commands: Any) -> None:
@@ -59,6 +51,7 @@ def add_parser(commands: Any) -> None:
     runner.add_parser(
         commands,
         COMMAND,
+        FLAGS,
         run,
         help="grow an ensemble of subnetworks (AdaNet)",
         description="Grow an ensemble one subnetwork per iteration (AdaNet, Cortes et al. 2017). "
@@ -72,31 +65,9 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Grow; print the members, the objective and where the ensemble is."""
     if args.print_config:
-        return runner.print_config(args, COMMAND)
-    config, run_dir = runner.prepare_run_dir(args, COMMAND)
-    from nas.adanet.task import GrowTask, check_grow_data
-    from nas.data import load_dataset
-    from nas.logging import announce
-
-    announce(f"loading dataset {config.data.name}")
-    data = load_dataset(config.data)  # a bad dataset is refused before the run dir is touched
-    check_grow_data(config, data)
-    runtime = runner.start_run(config, run_dir, args)
-    task = GrowTask(config, runtime, data)
-    ada = config.adanet
-    if ada.schedule == "async" and task.shares == 1 and runtime.is_main:
-        print(
-            "nas grow: note: with one process (or one candidate) the async schedule has one "
-            "share: it trains like sync, without forecasting",
-            file=sys.stderr,
-        )
-    banner = (
-        f"nas grow: {ada.generator} candidates on {config.data.name}, up to {ada.iterations} "
-        f"iterations of {config.run.epochs} candidate epochs + 1 mixture epoch "
-        f"({ada.mixture_epochs} passes), "
-        f"{ada.schedule} schedule"
-    )
-    record = runner.run_engine(args, task, config, run_dir, runtime, banner, task.total_epochs)
+        return runner.print_config(args, COMMAND, FLAGS)
+    job = run_job(runner.request(args, COMMAND, FLAGS))
+    task, ada, run_dir = job.task, job.config.adanet, job.run_dir
 
     def lines() -> list[str]:
         members = task.ensemble_dict()["members"]
@@ -124,4 +95,4 @@ def run(args: argparse.Namespace) -> int:
         printed.append(f"written: {run_dir / 'ensemble.json'} (weights: checkpoints/ensemble.pt)")
         return printed
 
-    return runner.finish(runtime, record, run_dir, lines)
+    return runner.finish(job, lines)

@@ -7,6 +7,7 @@ from typing import Any
 
 from nas.cli import flags, runner
 from nas.cli.flags import Flag
+from nas.jobs import COMMANDS, run_job
 
 FLAGS = (
     flags.DATASET,
@@ -35,15 +36,7 @@ FLAGS = (
 )
 
 
-def _config_class() -> type:
-    from nas.config import Config
-
-    return Config
-
-
-COMMAND = runner.RunCommand(
-    "search", _config_class, FLAGS, lambda c: f"{c.strategy.name}-{c.data.name}"
-)
+COMMAND = COMMANDS["search"]
 
 
 def add_parser(commands: Any) -> None:
@@ -51,6 +44,7 @@ def add_parser(commands: Any) -> None:
     runner.add_parser(
         commands,
         COMMAND,
+        FLAGS,
         run,
         help="search a cell architecture with a supernet (DARTS)",
         description="Search a cell architecture. Writes a run directory with genotype.json, "
@@ -63,35 +57,20 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Search; print the genotype and how to train it."""
     if args.print_config:
-        return runner.print_config(args, COMMAND)
-    config, run_dir = runner.prepare_run_dir(args, COMMAND)
-    from nas.search import SearchTask
-
-    runtime = runner.start_run(config, run_dir, args)
-    task = SearchTask(config, runtime)
-    banner = (
-        f"nas search: {config.strategy.name} on "
-        f"{config.data.name}, space {config.model.space}, {config.model.layers} cells, "
-        f"C={config.model.channels}"
-    )
-    record = runner.run_engine(args, task, config, run_dir, runtime, banner)
+        return runner.print_config(args, COMMAND, FLAGS)
+    job = run_job(runner.request(args, COMMAND, FLAGS))
 
     def lines() -> list[str]:
-        genotype = run_dir / "genotype.json"
-        last = []
-        if record:
-            last = [
-                f"epoch {record['epoch']}: train acc {record['train_acc']:.3f}, "
-                f"val acc {record['val_acc']:.3f}, {record['epoch_seconds']:.1f} s/epoch"
-            ]
+        genotype, record = job.run_dir / "genotype.json", job.record
         return [
-            *last,
-            f"genotype: {task.genotype().to_notation()}",
+            f"epoch {record['epoch']}: train acc {record['train_acc']:.3f}, "
+            f"val acc {record['val_acc']:.3f}, {record['epoch_seconds']:.1f} s/epoch",
+            f"genotype: {job.task.genotype().to_notation()}",
             f"written: {genotype}",
-            f"train it: nas train --genotype {genotype} {_dataset_arguments(config)}",
+            f"train it: nas train --genotype {genotype} {_dataset_arguments(job.config)}",
         ]
 
-    return runner.finish(runtime, record, run_dir, lines)
+    return runner.finish(job, lines)
 
 
 def _dataset_arguments(config: Any) -> str:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nas.cli import runner
+from nas.runs import note_unfinished
 
 
 def add_parser(commands: Any) -> None:
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.genotype import load_genotype
 
     genotype = load_genotype(args.genotype)
-    runner.note_unfinished(genotype)
+    note_unfinished(genotype)
     print(describe_genotype(genotype))
     if args.out:
         from nas.drawing import save_genotype_png

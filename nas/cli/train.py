@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from nas.cli import flags, runner
 from nas.cli.flags import Flag
 from nas.errors import NasError
+from nas.jobs import COMMANDS, run_job
+from nas.runs import check_before_launch, resolve_config
 
 FLAGS = (
     Flag(
@@ -52,26 +53,7 @@ FLAGS = (
 _SUMMARY_MAX_IMAGE = 512
 
 
-def _config_class() -> type:
-    from nas.config import TrainConfig
-
-    return TrainConfig
-
-
-def _genotype_label(source: str) -> str:
-    if source.lstrip().startswith("Genotype("):  # the notation names no file
-        return "notation"
-    path = Path(source)
-    # cut: the label goes into a directory name, which the file system limits
-    return (path.parent.name if path.name == "genotype.json" else path.stem)[:60]
-
-
-COMMAND = runner.RunCommand(
-    "train",
-    _config_class,
-    FLAGS,
-    lambda c: f"{_genotype_label(c.model.genotype or 'none')}-{c.data.name}",
-)
+COMMAND = COMMANDS["train"]
 
 
 def add_parser(commands: Any) -> None:
@@ -79,6 +61,7 @@ def add_parser(commands: Any) -> None:
     parser = runner.add_parser(
         commands,
         COMMAND,
+        FLAGS,
         run,
         help="train the network of a genotype (final training)",
         description="Train a genotype's network from scratch and test it every epoch. Writes a "
@@ -99,7 +82,8 @@ def add_parser(commands: Any) -> None:
 def _check_before_launch(args: argparse.Namespace) -> None:
     if args.summary:
         raise NasError("--summary runs on one process: drop --nproc-per-node and --nnodes")
-    config = runner.check_before_launch(args, COMMAND)
+    world_size = (args.nproc_per_node or 1) * (args.nnodes or 1)
+    config = check_before_launch(runner.request(args, COMMAND, FLAGS), COMMAND, world_size)[0]
     if not args.resume:
         from nas.genotype import load_genotype
 
@@ -110,7 +94,6 @@ def _check_before_launch(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print the best test accuracy and how to export the model."""
-    from nas.genotype import load_genotype
 
     if args.print_config and args.summary:
         raise NasError("--print-config and --summary both print instead of training; choose one")
@@ -119,59 +102,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         raise NasError("--json goes with --summary")
     if args.print_config:
-        return runner.print_config(args, COMMAND)
-    config, run_dir = runner.prepare_run_dir(args, COMMAND)
-    if args.resume:
-        from nas.genotype import Genotype
-
-        genotype = Genotype.load(run_dir / "genotype.json")
-    elif config.model.genotype is None:
-        raise NasError(
-            "nas train needs --genotype NAME_OR_FILE: a published name (DARTS_V2, ...), a "
-            "genotype.json from nas search, or a search run directory"
-        )
-    else:
-        genotype = load_genotype(config.model.genotype)
-    runner.note_unfinished(genotype)
-
-    from nas.data import load_dataset
-    from nas.logging import announce
-    from nas.train import TrainTask, check_training_data
-
-    announce(f"loading dataset {config.data.name}")
-    data = load_dataset(config.data)  # a bad dataset is refused before the run dir is written
-    check_training_data(config, data)
-    runtime = runner.start_run(config, run_dir, args)
-    task = TrainTask(config, genotype, runtime, data)
-    banner = (
-        f"nas train: {config.model.genotype} ({config.model.network} network, "
-        f"{config.model.layers} cells, C={config.model.channels}) on {config.data.name}"
-    )
-    record = runner.run_engine(
-        args,
-        task,
-        config,
-        run_dir,
-        runtime,
-        banner,
-        write=lambda: genotype.save(run_dir / "genotype.json"),
-    )
+        return runner.print_config(args, COMMAND, FLAGS)
+    job = run_job(runner.request(args, COMMAND, FLAGS))
 
     def lines() -> list[str]:
-        last = []
-        if record:
-            last = [
-                f"epoch {record['epoch']}: train acc {record['train_acc']:.4f}, test acc "
-                f"{record['test_acc']:.4f}; best test acc {task.best_acc:.4f} (epoch "
-                f"{task.best_epoch})"
-            ]
+        record, task = job.record, job.task
         return [
-            *last,
-            f"written: {run_dir / 'checkpoints' / 'best.pt'} and last.pt",
-            f"export it: nas export {run_dir} --format exported",
+            f"epoch {record['epoch']}: train acc {record['train_acc']:.4f}, test acc "
+            f"{record['test_acc']:.4f}; best test acc {task.best_acc:.4f} (epoch "
+            f"{task.best_epoch})",
+            f"written: {job.run_dir / 'checkpoints' / 'best.pt'} and last.pt",
+            f"export it: nas export {job.run_dir} --format exported",
         ]
 
-    return runner.finish(runtime, record, run_dir, lines)
+    return runner.finish(job, lines)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -179,19 +123,19 @@ def _summary(args: argparse.Namespace) -> int:
     from nas.config import NETWORK_DEFAULTS, TrainConfig
     from nas.genotype import load_genotype
     from nas.models import count_mult_adds, count_parameters
-    from nas.train import build_network, model_spec
+    from nas.train_task import build_network, model_spec
 
     if args.resume:
         raise NasError("--summary does not train, so --resume does not apply")
     summary_size, args.image_size = args.image_size, None  # the input side, for any dataset
     # Without a dataset named, or for cifar10 (known without reading its files): the paper's
     # network; another dataset's defaults follow what it states, so it is loaded.
-    config = runner.resolve_config(args, COMMAND, fit_data=False)
+    config = resolve_config(runner.request(args, COMMAND, FLAGS), COMMAND, fit_data=False)
     named = args.dataset is not None or config.data.name != TrainConfig().data.name
     if named and config.data.name != "cifar10":
         if config.data.name == "folder":  # the folder's images are read at the summary's side
             args.image_size = summary_size
-        config = runner.resolve_config(args, COMMAND)
+        config = resolve_config(runner.request(args, COMMAND, FLAGS), COMMAND)
     if summary_size is not None and config.data.name == "folder":
         config.data.options.image_size = summary_size
     args.image_size = summary_size

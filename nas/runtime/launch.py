@@ -5,19 +5,26 @@
 `python -m torch.distributed.run ... -m nas ...`, with torchrun's agent running in the
 launcher's own process. Each worker then finds RANK, WORLD_SIZE and
 LOCAL_RANK in its environment (see `init_runtime`). Running `torchrun ... -m nas ...` directly is
-the same thing.
+the same thing. When a script started the command (`nas.cli.main([...])`), each worker imports
+that script first, as multiprocessing's spawn start method does, so that what it registers (a
+dataset, a strategy) exists in the workers too.
+
+`launch_function` runs a Python function on N spawned workers of the same agent: the Python
+API's `nproc_per_node`.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import os
+import runpy
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,9 @@ RUN_STAMP_ENV = "NASFORGE_RUN_STAMP"
 # Set by the launcher for its workers: where they report user errors, and the launcher's pid.
 ERROR_DIR_ENV = "NASFORGE_ERROR_DIR"
 LAUNCHER_PID_ENV = "NASFORGE_LAUNCHER_PID"
+# Set by the launcher: its main module ("path:FILE" or "module:NAME"), which the workers import
+# first, so that what a user's script registers (a dataset, a strategy) exists in them too.
+MAIN_MODULE_ENV = "NASFORGE_MAIN_MODULE"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # What torchrun's agent handles (TORCHELASTIC_SIGNALS_TO_HANDLE's default).
 _AGENT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
@@ -92,14 +102,125 @@ def launch(argv: Sequence[str], options: dict[str, Any]) -> int:
     # in it start nothing (and config.yaml records the command as the user typed it).
     command += ["-m", "nas", *argv]
     os.environ[RUN_STAMP_ENV] = time.strftime("%Y%m%d-%H%M%S")
-    return run_agent(command)
+    main = main_module()
+    if main is not None:
+        os.environ[MAIN_MODULE_ENV] = main
+    try:
+        return run_agent(command)
+    finally:
+        os.environ.pop(MAIN_MODULE_ENV, None)
+
+
+def main_module() -> str | None:
+    """This process's main module as multiprocessing's spawn start method finds it: a script's
+    path or a module's name; None for a package's `__main__` (`python -m nas`), which is not for
+    importing, or when there is none (an interactive session).
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return None if spec.name.split(".")[-1] == "__main__" else f"module:{spec.name}"
+    path = getattr(main, "__file__", None)
+    return f"path:{os.path.abspath(path)}" if path else None
+
+
+_main_import = {"running": False, "called_back": False}
+
+
+def import_main_module() -> None:
+    """In a worker of `launch`: import the launcher's main module (MAIN_MODULE_ENV) as
+    multiprocessing does, as `__mp_main__`, so its `if __name__ == "__main__":` block does not
+    run. Raises NasError when the module calls back into nas while it is imported (an unguarded
+    `main(...)` would run the command twice in every worker).
+    """
+    reference = os.environ.get(MAIN_MODULE_ENV)
+    if not reference or "WORLD_SIZE" not in os.environ:
+        return
+    if _main_import["running"]:
+        _main_import["called_back"] = True
+        raise NasError(_CALLED_WHEN_IMPORTED)
+    kind, _, target = reference.partition(":")
+    _main_import.update(running=True, called_back=False)
+    try:
+        if kind == "module":
+            importlib.import_module(target)
+        else:
+            sys.path.insert(0, os.path.dirname(target))  # as when the script itself runs
+            runpy.run_path(target, run_name="__mp_main__")
+    finally:
+        _main_import["running"] = False
+    if _main_import["called_back"]:
+        raise NasError(_CALLED_WHEN_IMPORTED)
+
+
+_CALLED_WHEN_IMPORTED = (
+    'the script runs nas when it is imported; put that call under `if __name__ == "__main__":` '
+    "(each worker of --nproc-per-node imports the script to find what it registers)"
+)
 
 
 def run_agent(torchrun_args: list[str]) -> int:
     """Run torch.distributed.run's agent here, so the workers are this process's children: they
-    die with it (see `die_with_launcher`) and report user errors to it through files.
+    die with it (see `die_with_launcher`) and report user errors to it through files. The exit
+    status (2 after a user error, printed once).
     """
     from torch.distributed import run as torchrun
+
+    status, message, failures = _agent(lambda: torchrun.run(torchrun.parse_args(torchrun_args)))
+    if message is not None:
+        print(f"nas: error: {message}", file=sys.stderr)
+        return 2
+    for rank, failure in sorted(failures.items()):  # their own output above says why
+        print(
+            f"nas: worker rank {rank} (pid {failure.pid}) failed with exit code {failure.exitcode}",
+            file=sys.stderr,
+        )
+    return status
+
+
+def launch_function(function: Callable[..., Any], args: tuple, nproc_per_node: int) -> int:
+    """Run `function(*args)` on `nproc_per_node` processes of this node under torch's elastic
+    agent (as `--standalone` does): spawned workers, which get `args` pickled and import the
+    caller's main module as multiprocessing does. The exit status: 0, or 128 + a signal that
+    stopped the run.
+
+    Raises NasError with the user error a worker reported, and torch's ChildFailedError (with
+    the workers' tracebacks) when one failed otherwise.
+    """
+    import uuid
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
+    options = torchrun.parse_args(
+        ["--nproc-per-node", str(nproc_per_node), "--max-restarts", "0", "nas"]
+    )
+    # What torchrun's --standalone sets: a rendezvous on a free local port.
+    options.rdzv_backend, options.rdzv_endpoint = "c10d", "localhost:0"
+    options.rdzv_id = str(uuid.uuid4())
+    config = torchrun.config_from_args(options)[0]
+    raised: list[ChildFailedError] = []
+
+    def start() -> None:
+        try:
+            elastic_launch(config, function)(*args)
+        except ChildFailedError as err:
+            raised.append(err)
+            raise
+
+    status, message, failures = _agent(start)
+    if message is not None:
+        raise NasError(message)
+    if raised:
+        raise raised[0]
+    return status
+
+
+def _agent(start: Callable[[], None]) -> tuple[int, str | None, dict[int, Any]]:
+    """Call `start()`, which runs torch's elastic agent, with the environment its workers
+    report to; (exit status, the user error a worker reported or None, failed workers by rank).
+    """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
@@ -117,7 +238,7 @@ def run_agent(torchrun_args: list[str]) -> int:
             handler.addFilter(quiet)
         failures = {}
         try:
-            torchrun.run(torchrun.parse_args(torchrun_args))
+            start()
             status = 0
         except ChildFailedError as err:
             failures = err.failures
@@ -140,15 +261,7 @@ def run_agent(torchrun_args: list[str]) -> int:
                 else:
                     os.environ[key] = value
         message = worker_error(Path(errors))
-    if message is not None:
-        print(f"nas: error: {message}", file=sys.stderr)
-        return 2
-    for rank, failure in sorted(failures.items()):  # their own output above says why
-        print(
-            f"nas: worker rank {rank} (pid {failure.pid}) failed with exit code {failure.exitcode}",
-            file=sys.stderr,
-        )
-    return status
+    return status, message, failures
 
 
 class _QuietAfterUserError(logging.Filter):

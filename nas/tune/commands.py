@@ -78,14 +78,14 @@ def get_command(name: str) -> TunableCommand:
 
 
 def _build_search(config: Any, runtime: Any, run_dir: Path, tune: TuneConfig) -> Any:
-    from nas.search import SearchTask
+    from nas.search_task import SearchTask
 
     return SearchTask(config, runtime)
 
 
 def _build_train(config: Any, runtime: Any, run_dir: Path, tune: TuneConfig) -> Any:
     from nas.genotype import load_genotype
-    from nas.train import TrainTask
+    from nas.train_task import TrainTask
     from nas.tune.holdout import holdout_train_task
 
     if config.model.genotype is None:

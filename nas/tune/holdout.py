@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from nas.data import load_dataset, split
-from nas.train import TrainTask
+from nas.train_task import TrainTask
 
 
 def holdout_train_task(config: Any, genotype: Any, runtime: Any, holdout: float) -> TrainTask:

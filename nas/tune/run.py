@@ -107,7 +107,7 @@ def plan(args: argparse.Namespace, flag_settings: list[tuple[str, Any]]) -> _Pla
 
 def tune_main(args: argparse.Namespace, flag_settings: list[tuple[str, Any]]) -> int:
     """Run `nas tune` (see `plan` for `flag_settings`); its exit status."""
-    from nas.cli.runner import start_runtime
+    from nas.runs import start_runtime
 
     setup = plan(args, flag_settings)
     runtime = start_runtime(setup.device, setup.sync_batchnorm)
@@ -299,9 +299,9 @@ def _check_tune_yaml(setup: _Plan) -> None:
     """First run: write tune.yaml. Later runs (resume, other workers): refuse a changed config."""
     import yaml
 
-    from nas.cli.runner import changed_keys
     from nas.config import load_yaml as read
     from nas.io import atomic_write_text
+    from nas.runs import changed_keys
 
     config = trial_config(setup.command, setup.base, setup.overrides, {})
     data = config.to_dict()

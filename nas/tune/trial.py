@@ -25,7 +25,7 @@ def trial_config(
     """The command's config: `base` sections < `--set` overrides < the trial's `params`, checked
     and resolved. Raises NasError (a sampled combination the command refuses).
     """
-    from nas.cli.runner import build_config
+    from nas.runs import build_config
 
     overrides_then_params = itertools.chain(
         (parse_assignment(text) for text in overrides), params.items()
@@ -91,9 +91,9 @@ def run_trial(
 
     Raises TrialPruned when the pruner stops it, and whatever the run raises.
     """
-    from nas.cli.runner import engine_epochs
     from nas.ownership import write_marker
     from nas.rundir import write_config
+    from nas.runs import engine_epochs
     from nas.runtime.checkpoint import seed_everything
 
     config.run.out = str(run_dir)
