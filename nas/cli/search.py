@@ -62,9 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
     def lines() -> list[str]:
         genotype, record = job.run_dir / "genotype.json", job.record
+        last = []  # a resumed run that had finished runs no epoch
+        if record:
+            last.append(
+                f"epoch {record['epoch']}: train acc {record['train_acc']:.3f}, "
+                f"val acc {record['val_acc']:.3f}, {record['epoch_seconds']:.1f} s/epoch"
+            )
         return [
-            f"epoch {record['epoch']}: train acc {record['train_acc']:.3f}, "
-            f"val acc {record['val_acc']:.3f}, {record['epoch_seconds']:.1f} s/epoch",
+            *last,
             f"genotype: {job.task.genotype().to_notation()}",
             f"written: {genotype}",
             f"train it: nas train --genotype {genotype} {_dataset_arguments(job.config)}",

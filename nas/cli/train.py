@@ -107,10 +107,15 @@ def run(args: argparse.Namespace) -> int:
 
     def lines() -> list[str]:
         record, task = job.record, job.task
+        last = []  # a resumed run that had finished runs no epoch
+        if record:
+            last.append(
+                f"epoch {record['epoch']}: train acc {record['train_acc']:.4f}, test acc "
+                f"{record['test_acc']:.4f}; best test acc {task.best_acc:.4f} (epoch "
+                f"{task.best_epoch})"
+            )
         return [
-            f"epoch {record['epoch']}: train acc {record['train_acc']:.4f}, test acc "
-            f"{record['test_acc']:.4f}; best test acc {task.best_acc:.4f} (epoch "
-            f"{task.best_epoch})",
+            *last,
             f"written: {job.run_dir / 'checkpoints' / 'best.pt'} and last.pt",
             f"export it: nas export {job.run_dir} --format exported",
         ]

@@ -23,7 +23,10 @@ def config_path(name_or_path: str | Path) -> Path:
     reading it reports the missing file. Raises NasError for a bare name that is no built-in.
     """
     path = Path(name_or_path)
-    if path.exists():
+    try:
+        if path.exists():
+            return path
+    except OSError:  # a name the file system cannot hold (too long): reading it says so
         return path
     text = str(name_or_path)
     stem = text.removesuffix(path.suffix) if path.suffix in SUFFIXES else text
