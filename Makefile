@@ -1,5 +1,6 @@
 # The two commands of the README: `make search` (the main job) and `make test`.
 # torch==2.13.0 is installed first, so the project's torch range pulls no CUDA packages.
+# setuptools>=77 reads pyproject's SPDX license; the packaging test builds a wheel with the venv's own.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.nasforge-installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=77'
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
 	touch $(STAMP)
