@@ -350,8 +350,15 @@ def test_make_says_where_nas_is_installed(target: str) -> None:
     make = shutil.which("make")
     if make is None:
         pytest.skip("no make on this machine")
+    # Under `make test` the parent's MAKELEVEL/MAKEFLAGS would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     planned = subprocess.run(
-        [make, "-n", target], cwd=ROOT, capture_output=True, text=True, check=True
+        [make, "--no-print-directory", "-n", target],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     hint = "run 'source .venv/bin/activate' or call .venv/bin/nas"
     assert hint in planned[-1]  # the last line, after the search
