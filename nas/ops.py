@@ -41,7 +41,7 @@ _LAYERS = {
 }
 
 
-def layer(kind: str, dims: int) -> type[nn.Module]:
+def spatial_layer(kind: str, dims: int) -> type[nn.Module]:
     """The torch layer class `kind` ("conv", "bn", "avg_pool", "max_pool") for `dims` spatial
     dimensions (1 or 2).
     """
@@ -139,10 +139,10 @@ class ReLUConvBN(nn.Sequential):
     ) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            layer("conv", dims)(
+            spatial_layer("conv", dims)(
                 in_channels, out_channels, kernel_size, stride, padding, bias=False
             ),
-            layer("bn", dims)(out_channels, affine=affine),
+            spatial_layer("bn", dims)(out_channels, affine=affine),
         )
 
 
@@ -162,7 +162,7 @@ class DilConv(nn.Sequential):
         affine: bool = True,
         dims: int = 2,
     ) -> None:
-        conv = layer("conv", dims)
+        conv = spatial_layer("conv", dims)
         super().__init__(
             nn.ReLU(inplace=False),
             conv(
@@ -176,7 +176,7 @@ class DilConv(nn.Sequential):
                 bias=False,
             ),
             conv(in_channels, out_channels, 1, bias=False),
-            layer("bn", dims)(out_channels, affine=affine),
+            spatial_layer("bn", dims)(out_channels, affine=affine),
         )
 
     # Properties, not renamed children: the parameter names in checkpoints stay as they are.
@@ -235,6 +235,12 @@ class Zero(nn.Module):
         return x[subsample(x.dim() - 2, self.stride)].mul(0.0)
 
 
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, *spatial) -> (N, C): the mean over every spatial position."""
+    pool = F.adaptive_avg_pool1d if x.dim() == 3 else F.adaptive_avg_pool2d
+    return pool(x, 1).flatten(1)
+
+
 def subsample(dims: int, stride: int) -> tuple[slice, ...]:
     """The index that keeps every `stride`-th element along each of `dims` spatial dims."""
     return (slice(None), slice(None)) + (slice(None, None, stride),) * dims
@@ -263,10 +269,10 @@ class FactorizedReduce(nn.Module):
         if out_channels % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count, got {out_channels}")
         self.relu = nn.ReLU(inplace=False)
-        conv = layer("conv", dims)
+        conv = spatial_layer("conv", dims)
         self.conv_even = conv(in_channels, out_channels // 2, 1, stride=2, bias=False)
         self.conv_odd = conv(in_channels, out_channels // 2, 1, stride=2, bias=False)
-        self.bn = layer("bn", dims)(out_channels, affine=affine)
+        self.bn = spatial_layer("bn", dims)(out_channels, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
@@ -301,12 +307,12 @@ def _none(channels: int, stride: int, affine: bool, dims: int = 2) -> nn.Module:
 
 @register_op("avg_pool_3x3", pooling=True, grouped="shared")
 def _avg_pool_3x3(channels: int, stride: int, affine: bool, dims: int = 2) -> nn.Module:
-    return layer("avg_pool", dims)(3, stride=stride, padding=1, count_include_pad=False)
+    return spatial_layer("avg_pool", dims)(3, stride=stride, padding=1, count_include_pad=False)
 
 
 @register_op("max_pool_3x3", pooling=True, grouped="shared")
 def _max_pool_3x3(channels: int, stride: int, affine: bool, dims: int = 2) -> nn.Module:
-    return layer("max_pool", dims)(3, stride=stride, padding=1)
+    return spatial_layer("max_pool", dims)(3, stride=stride, padding=1)
 
 
 @register_op("skip_connect", grouped="skip")
