@@ -92,7 +92,7 @@ def export_run(
         # one to swap out from under it.
         raise NasError(f"--out {folder} is the current folder or holds it; give a sub-folder")
     previous = previous_card(folder, set(FILE_NAMES.values()) | {GENOTYPE_FILE, CARD_FILE})
-    shape = (spec["in_channels"], spec["image_size"], spec["image_size"])
+    shape = _input_shape(spec)
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, *shape, generator=generator)
     check = torch.randn(3, *shape, generator=generator)  # another batch size: batch is dynamic
@@ -162,7 +162,7 @@ def _model_card(
     return {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
-        "input_shape": ["batch", spec["in_channels"], spec["image_size"], spec["image_size"]],
+        "input_shape": ["batch", *_input_shape(spec)],
         "input_normalisation": {
             "input_scale": scale,
             "mean": spec["mean"],
@@ -186,6 +186,16 @@ def _model_card(
         "nasforge_version": __version__,
         "torch_version": torch.__version__,
     }
+
+
+def _input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
+    """One input's shape: (C, H, W) for an image network, (C, L) for a signal network."""
+    side = spec["image_size"]
+    return (
+        (spec["in_channels"], side)
+        if spec.get("dims", 2) == 1
+        else (spec["in_channels"], side, side)
+    )
 
 
 def _weights_digest(network: torch.nn.Module) -> str:

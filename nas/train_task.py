@@ -34,8 +34,13 @@ def model_spec(
     num_classes: int,
     image_size: int,
     data: ImageData | None = None,
+    dims: int = 2,
 ) -> dict[str, Any]:
-    """Everything needed to rebuild the network and feed it: stored in every checkpoint."""
+    """Everything needed to rebuild the network and feed it: stored in every checkpoint.
+    `image_size` is the signal length L where `dims` is 1 (taken from `data` when given).
+    """
+    if data is not None:
+        dims = input_dims(data)
     return {
         "genotype": genotype.to_dict(),
         "network": config.model.network,
@@ -45,6 +50,7 @@ def model_spec(
         "in_channels": in_channels,
         "num_classes": num_classes,
         "image_size": image_size,
+        "dims": dims,
         "dataset": config.data.name,
         # How to feed raw inputs x: x / input_scale, then (x - mean) / std per channel.
         "input_scale": data.input_scale if data else 1.0,
@@ -58,6 +64,12 @@ def build_network(spec: dict[str, Any]) -> GenotypeNetwork:
     """The network a model spec describes (random weights)."""
     builder = NETWORKS[spec["network"]]
     genotype = Genotype.from_dict(spec["genotype"], where="checkpoint genotype")
+    dims = spec.get("dims", 2)  # specs without the key describe images
+    if dims != 2 and spec["network"] != "cifar":
+        raise NasError(
+            f"model.network={spec['network']} reads images; use model.network=cifar for 1D signals"
+        )
+    options = {"dims": dims} if dims != 2 else {}
     return builder(
         genotype,
         spec["in_channels"],
@@ -65,7 +77,13 @@ def build_network(spec: dict[str, Any]) -> GenotypeNetwork:
         channels=spec["channels"],
         layers=spec["layers"],
         auxiliary=spec["auxiliary"],
+        **options,
     )
+
+
+def input_dims(data: ImageData) -> int:
+    """Spatial dims of `data`'s samples: 1 for (C, L) sequences, 2 for (C, H, W) images."""
+    return 1 if data.kind == "sequence" else 2
 
 
 def check_spec(saved: dict[str, Any], requested: dict[str, Any], where: str) -> None:
@@ -89,6 +107,8 @@ def check_spec(saved: dict[str, Any], requested: dict[str, Any], where: str) -> 
     different = [
         f"{k} {saved.get(k)} vs {requested[k]}" for k in keys if saved.get(k) != requested[k]
     ]
+    if saved.get("dims", 2) != requested.get("dims", 2):
+        different.append(f"dims {saved.get('dims', 2)} vs {requested.get('dims', 2)}")
     if different:
         raise NasError(
             f"{where} does not fit the requested network ({', '.join(different)}, "
