@@ -22,9 +22,11 @@ from nas.errors import NasError
 from nas.genotype import Genotype
 from nas.logging import RunLogger
 from nas.models import NETWORKS, GenotypeNetwork
+from nas.models.networks import check_signal_length
 from nas.runtime.checkpoint import save_checkpoint
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
+from nas.spaces import get_space
 
 
 def model_spec(
@@ -40,7 +42,7 @@ def model_spec(
     `image_size` is the signal length L where `dims` is 1 (taken from `data` when given).
     """
     if data is not None:
-        dims = input_dims(data)
+        dims = data.dims
     return {
         "genotype": genotype.to_dict(),
         "network": config.model.network,
@@ -69,7 +71,10 @@ def build_network(spec: dict[str, Any]) -> GenotypeNetwork:
         raise NasError(
             f"model.network={spec['network']} reads images; use model.network=cifar for 1D signals"
         )
-    options = {"dims": dims} if dims != 2 else {}
+    options = {}
+    if dims != 2:
+        check_signal_length(get_space(genotype.space), spec["image_size"], spec["dataset"])
+        options["dims"] = dims
     return builder(
         genotype,
         spec["in_channels"],
@@ -79,11 +84,6 @@ def build_network(spec: dict[str, Any]) -> GenotypeNetwork:
         auxiliary=spec["auxiliary"],
         **options,
     )
-
-
-def input_dims(data: ImageData) -> int:
-    """Spatial dims of `data`'s samples: 1 for (C, L) sequences, 2 for (C, H, W) images."""
-    return 1 if data.kind == "sequence" else 2
 
 
 def check_spec(saved: dict[str, Any], requested: dict[str, Any], where: str) -> None:

@@ -128,7 +128,7 @@ def _summary(args: argparse.Namespace) -> int:
     from nas.config import NETWORK_DEFAULTS, TrainConfig
     from nas.genotype import load_genotype
     from nas.models import count_mult_adds, count_parameters
-    from nas.train_task import build_network, input_dims, model_spec
+    from nas.train_task import build_network, model_spec
 
     if args.resume:
         raise NasError("--summary does not train, so --resume does not apply")
@@ -163,7 +163,7 @@ def _summary(args: argparse.Namespace) -> int:
 
             data = load_dataset(config.data)
             in_channels, num_classes, size = data.in_channels, data.num_classes, data.image_size
-            dims = input_dims(data)
+            dims = data.dims
         image_size = args.image_size or size
     spec = model_spec(config, genotype, in_channels, num_classes, image_size, dims=dims)
     input_shape = (in_channels, image_size) if dims == 1 else (in_channels, image_size, image_size)

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.errors import NasError
 from nas.genotype import Genotype
 from nas.models.cell import Cell
 from nas.ops import global_avg_pool, spatial_layer
-from nas.spaces import check_layers, get_space
+from nas.spaces import CellSpace, check_layers, get_space
 
 
 class AuxiliaryHead(nn.Module):
@@ -156,6 +157,20 @@ class GenotypeNetwork(nn.Module):
             if auxiliary and layer == self.auxiliary_layer:
                 auxiliary_logits = self.auxiliary_head(s1)
         return self.classifier(global_avg_pool(s1)), auxiliary_logits
+
+
+def check_signal_length(space: CellSpace, length: int, name: str) -> None:
+    """Raise NasError unless signals of `length` keep at least 2 positions through the `space`'s
+    reduction cells (each halves L, rounding up), so the cells after the last one still see a
+    neighbourhood."""
+    reductions = len(space.reductions)
+    shortest = 2**reductions + 1
+    if length < shortest:
+        raise NasError(
+            f"{name} holds sequences of length {length}, too short for the {reductions} "
+            f"reduction cells of space {space.name!r} (each halves the length); use sequences of "
+            f"length {shortest} or more"
+        )
 
 
 def CifarNetwork(  # noqa: N802 - a constructor, named like the class it builds
