@@ -25,9 +25,9 @@ attribute names of that form:
 - Signals (N, C, L): "zero", "shared" and the stride-1 "skip" are grouped as for images; the
   "separable", "dilated" and stride-2 "skip" ops run once per edge. Their grouped forms are
   written for 2D kernels (the 5x5 embedding, channels-last layouts, which exist for 4D tensors
-  only, and dilation as space-to-batch of pixel phases), and a 1D cell has a few short maps
-  (length 40 or less), where per-edge calls cost little more; docs/search-spaces.md has the
-  measured ratio.
+  only, and dilation as space-to-batch of pixel phases) and have no 1D counterpart yet, so on
+  signals the fast path costs what the reference does (docs/architecture.md, "1D signals", has
+  the measured ratio).
 
 The result equals the reference up to float summation order; tests/test_fast_supernet.py checks
 outputs and gradients in train and eval mode, with and without pruning, and that the grouped
