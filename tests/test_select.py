@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import nas
 from nas.cli import main
@@ -156,8 +157,12 @@ def test_train_a_baseline_on_sequences_then_export_and_load(tmp_path, capsys) ->
     rows = jsonl_rows(run)
     assert "val_acc" in rows[0] and "test_acc" not in rows[0] and "test_acc" in rows[-1]
     assert not (run / "genotype.json").exists()
+    saved = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    assert saved["baseline"] == "mlp" and saved["layers"] is None and saved["drop_path"] == 0
     printed = capsys.readouterr().out
     assert "chosen on validation" in printed and "test acc" in printed
+    assert main(["train", "--out", str(run), "--resume"]) == 0  # finished: prints its result
+    assert capsys.readouterr().out.splitlines()[0] == printed.splitlines()[0]
     model = nas.load_model(run)  # best.pt by default
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert best["spec"]["baseline"] == "mlp" and best["spec"]["kind"] == "sequence"
