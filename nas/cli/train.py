@@ -35,6 +35,7 @@ FLAGS = (
         "fraction of the training split held out to choose best.pt (default: 0.1; 0: none, "
         "best.pt is the last epoch)",
         float,
+        metavar="F",
     ),
     Flag(
         "--network",
