@@ -1,6 +1,7 @@
 """The Python API: `nas.search`, `nas.train` and `nas.grow` run what the commands of the same
-names run (the CLI is a layer over the same nas.jobs.run_job), and `nas.create_model` /
-`nas.load_model` build a network from a genotype or a trained run. See docs/python-api.md.
+names run (the CLI is a layer over the same nas.jobs.run_job), `nas.sample` draws random
+genotypes as `nas sample` does, and `nas.create_model` / `nas.load_model` build a network from a
+genotype or a trained run. See docs/python-api.md.
 
 `data` is a registered dataset's name (its options as settings), an ImageData, a torch Dataset
 of (input, label) pairs or arrays `(x, y)`; nas/data/python.py turns the last two into an
@@ -163,6 +164,17 @@ def grow(
     folder = _run("grow", data, test, config, run_dir, resume, nproc_per_node, settings)
     ensemble, architecture = load_ensemble(folder)
     return GrowResult(ensemble, architecture, folder, _metrics(folder))
+
+
+def sample(space: str = "darts", count: int = 8, seed: int = 0) -> list[Any]:
+    """`count` random genotypes of the search space `space`, as `nas sample` writes them: each
+    node keeps distinct inputs chosen uniformly among the earlier states and a uniformly chosen
+    op other than `none` on each. The same seed gives the same list. Returns Genotypes. Raises
+    NasError for an unknown space or a count or seed out of range.
+    """
+    from nas.sampling import sample_genotypes
+
+    return sample_genotypes(space, count, seed)
 
 
 def create_model(

@@ -52,6 +52,11 @@ class ImageData:
     # Whether a horizontal flip keeps an image's label (not for digits or text).
     flips: bool = True
 
+    @property
+    def dims(self) -> int:
+        """Spatial dims of a sample: 1 for a (C, L) sequence, 2 for a (C, H, W) image."""
+        return 1 if self.kind == "sequence" else 2
+
     def __post_init__(self) -> None:
         if not self.class_names:
             self.class_names = tuple(str(label) for label in range(self.num_classes))
@@ -154,7 +159,7 @@ def from_arrays(
 
 
 # The loaders and the built-in datasets (which register themselves) use the definitions above.
-from nas.data import cifar10, digits, folder, npz, synthetic, tabular  # noqa: E402, F401
+from nas.data import cifar10, digits, folder, mnist1d, npz, synthetic, tabular  # noqa: E402, F401
 from nas.data.cifar10 import Cifar10Options  # noqa: E402
 from nas.data.folder import FolderOptions  # noqa: E402
 from nas.data.loading import (  # noqa: E402
