@@ -164,3 +164,24 @@ def test_without_the_package_the_error_names_the_extra(monkeypatch) -> None:
             "generating MNIST-1D needs mnist1d: install the mnist1d extra: "
             "pip install 'nasforge[mnist1d]'"
         )
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "mnist1d_shuffle"])
+def test_final_training_defaults_are_fitted_to_mnist1d_and_given_values_win(
+    name, arrays, capsys
+) -> None:
+    import yaml
+
+    from nas.cli import main
+
+    def resolved(*flags: str) -> dict:
+        argv = ["train", "--genotype", "DARTS_V2", "--dataset", name, *flags, "--print-config"]
+        assert main(argv) == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    config = resolved()
+    assert (config["data"]["batch_size"], config["run"]["epochs"]) == (100, 50)
+    assert (config["model"]["layers"], config["model"]["channels"]) == (8, 16)
+    config = resolved("--batch-size", "32", "--epochs", "3", "--layers", "5")
+    assert (config["data"]["batch_size"], config["run"]["epochs"]) == (32, 3)
+    assert (config["model"]["layers"], config["model"]["channels"]) == (5, 16)
