@@ -36,6 +36,7 @@ ARITHMETIC
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -97,7 +98,8 @@ def run_nas(argv: list[str]) -> float:
     print("$ nas " + " ".join(argv), file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
-        status = main(argv)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the tables only
+            status = main(argv)
     except SystemExit as exit_:  # argparse refuses unknown options this way
         status = exit_.code
     if status != 0:
