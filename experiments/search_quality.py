@@ -20,17 +20,23 @@ when a run did not finish.
     python experiments/search_quality.py --datasets digits --rows darts1,random --seeds 0
     python experiments/search_quality.py --table                # print the tables of what exists
 
-Budgets (the defaults; the table header states the ones used). A search step trains the weights
-on one half of the training split and the alphas on the other; on digits (1437 training images)
-that is 11 steps of 64 per epoch, 5 cells of C=8 on the darts space.
-Measured on digits, 2 CPU cores, idle machine: one search epoch (DARTS order 1) SEARCH_EPOCH_S s,
-one final-training epoch TRAIN_EPOCH_S s. Relative to a DARTS order-1 epoch, order 2 costs about
-2.5x, ASAP about 1x, PC-DARTS, GDAS and random WS about 0.5x each: 6x per seed for the six
-searches. Per dataset, 3 seeds:
-    searches:  3 x 6 x SEARCH_EPOCHS x SEARCH_EPOCH_S
-    training:  3 x (6 searched + 8 random + DARTS_V2) x TRAIN_EPOCHS x TRAIN_EPOCH_S
-    baselines: 3 x 3 x TRAIN_EPOCHS x (well under one cell-network epoch)
-ARITHMETIC
+Budgets (defaults below, options of the same names; each table's header states its own). The
+defaults are sized so that one dataset's table (every row, 3 seeds) costs about 45 minutes of
+one CPU core. Measured on digits (1437 training images; 3 cells, C=8, batch 64, darts space),
+one thread (OMP_NUM_THREADS=1), as CPU seconds of the whole in-process command:
+    nas search, DARTS order 1, 1 epoch (11 steps of 64 + 64):   S = 47.8 s
+    nas train, DARTS_V2, 1 epoch (1437 images, test pass):      T =  5.7 s
+The other searches, relative to DARTS order 1 (estimated, not measured here): order 2 2.2x (the
+ratio experiments/README.md measured on digits), ASAP 1x, PC-DARTS 0.5x, GDAS and random WS
+0.4x each (one op per edge): 5.5 S per search epoch of all six. The plain networks cost about a
+fifth of T. Per seed, with search_epochs E_s = 2 and train_epochs E_t = 5:
+    searches   5.5 x E_s x S          = 5.5 x 2 x 47.8 = 526 s
+    training   15 x E_t x T           = 15 x 5 x 5.7   = 428 s  (6 searched, 8 random, DARTS_V2)
+    baselines  3 x E_t x T / 5                         =  17 s
+    = 971 s per seed, 2913 s (49 min) for 3 seeds.
+(The machine ran other jobs, load average about 6; CPU seconds, unlike wall time, stay close to
+an idle machine's.) MNIST-1D's 4000 signals of length 40 are not timed here. Such short searches
+barely move the alphas: raise --search-epochs where more time is available.
 """
 
 from __future__ import annotations
@@ -72,9 +78,9 @@ RANDOM_GENOTYPE_SEED = 0  # the random genotypes do not depend on the dataset or
 class Budget:
     """What every run of one table gets (the script's options of the same names)."""
 
-    search_epochs: int = 10
-    train_epochs: int = 20
-    layers: int = 5
+    search_epochs: int = 2
+    train_epochs: int = 5
+    layers: int = 3
     channels: int = 8
     batch_size: int = 64
     space: str = "darts"
@@ -138,23 +144,19 @@ def random_genotypes(budget: Budget, count: int, folder: Path) -> list[Path]:
 
 
 def selected(train_dir: Path) -> dict[str, Any]:
-    """The trained network's accuracies at the epoch best.pt keeps (best validation accuracy,
-    the first on a tie) and its parameter count."""
+    """The accuracies of the run's best.pt (chosen on validation; the test split chooses
+    nothing) and its parameter count."""
     from nas.api import load_model
     from nas.models.summary import count_parameters
+    from nas.runtime.checkpoint import load_checkpoint
 
-    rows = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines()]
-    if all("val_acc" in row for row in rows):
-        best, selection = max(rows, key=lambda row: (row["val_acc"], -row["epoch"])), "validation"
-    else:  # STAND-IN until nas train carves a validation split: the last epoch, never test
-        best, selection = rows[-1], "last epoch"
-    return {
-        "epoch": best["epoch"],
-        "selection": selection,
-        "val_acc": best.get("val_acc"),
-        "test_acc": best["test_acc"],
-        "params": count_parameters(load_model(train_dir, "best")),
-    }
+    best = load_checkpoint(train_dir / "checkpoints" / "best.pt", restore_rng=False)
+    found = {"epoch": best["epoch"], "val_acc": best.get("val_acc"), "test_acc": best["test_acc"]}
+    if found["val_acc"] is None:  # no validation split: the last epoch, never a test choice
+        rows = (train_dir / "metrics.jsonl").read_text().splitlines()
+        last = json.loads(rows[-1])
+        found = {"epoch": last["epoch"], "val_acc": None, "test_acc": last["test_acc"]}
+    return {**found, "params": count_parameters(load_model(train_dir, "best"))}
 
 
 def run_one(budget: Budget, dataset: str, row: str, seed: int, out: Path, runs: Path) -> dict:
