@@ -1,7 +1,11 @@
 """Random search with weight sharing: the pool is ranked on validation after the shared training."""
 
+import json
+
+import pytest
 import torch
 
+from nas.cli import main
 from nas.config import StrategyConfig
 from nas.genotype import derive_genotype
 from nas.strategies import STRATEGIES
@@ -52,3 +56,16 @@ def test_the_pool_is_ranked_with_the_final_weights_and_the_best_kept() -> None:
     resumed_net.load_state_dict(net.state_dict())
     resumed.load_state_dict(strategy.state_dict())
     assert resumed.genotype() == ranked[1]
+
+
+@pytest.mark.slow
+def test_a_search_ranks_the_pool_in_its_last_epoch_and_evaluates_the_kept_member(tmp_path) -> None:
+    run = tmp_path / "run"
+    tiny = ["--dataset", "synthetic", "--set", "data.synthetic_samples=64"]
+    tiny += ["--set", "data.synthetic_image_size=8", "--layers", "3", "--channels", "4"]
+    tiny += ["--batch-size", "8", "--space", "tiny", "--epochs", "2"]
+    assert main(["search", "--strategy", "random_ws", *tiny, "--out", str(run)]) == 0
+    first, last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "pool_best_acc" not in first  # not ranked before the shared training ends
+    # the epoch's evaluation runs the kept member, on the same split as the ranking
+    assert last["val_acc"] == last["pool_best_acc"]
