@@ -62,13 +62,15 @@ SEARCHES = {
     "gdas": ("GDAS", ["--strategy", "gdas"]),
     "random_ws": ("random search, weight sharing", ["--strategy", "random_ws"]),
 }
-# Rows trained without a search: `nas train` arguments.
+# Rows trained without a search: `nas train` arguments. The plain networks (`--model`) have
+# their own shape, so --layers and --channels are not theirs.
 FIXED = {
     "darts_v2": ("DARTS_V2, transferred", ["--genotype", "DARTS_V2"]),
     "cnn": ("hand-designed CNN", ["--model", "cnn"]),
     "mlp": ("MLP", ["--model", "mlp"]),
     "logistic": ("logistic regression", ["--model", "logistic"]),
 }
+PLAIN = ("cnn", "mlp", "logistic")
 RANDOM = "random"  # the random genotypes' row: its runs are rows random0, random1, ...
 ROWS = (*SEARCHES, RANDOM, *FIXED)
 RANDOM_GENOTYPE_SEED = 0  # the random genotypes do not depend on the dataset or the run seed
@@ -90,8 +92,8 @@ class Budget:
         extra = "".join(f", --set {s}" for s in self.settings)
         return (
             f"search {self.search_epochs} epochs, final training {self.train_epochs} epochs; "
-            f"{self.layers} cells, C={self.channels}, batch {self.batch_size}, space "
-            f"{self.space}{extra}"
+            f"cell networks of {self.layers} cells, C={self.channels}; batch {self.batch_size}; "
+            f"space {self.space}{extra}"
         )
 
 
@@ -164,22 +166,12 @@ def run_one(budget: Budget, dataset: str, row: str, seed: int, out: Path, runs: 
     folder = runs / dataset / row / f"seed{seed}"
     if folder.exists():  # an interrupted run: start it again
         shutil.rmtree(folder)
-    common = [
-        "--dataset",
-        dataset,
-        "--layers",
-        str(budget.layers),
-        "--channels",
-        str(budget.channels),
-        "--batch-size",
-        str(budget.batch_size),
-        "--seed",
-        str(seed),
-        *[arg for setting in budget.settings for arg in ("--set", setting)],
-    ]
+    common = ["--dataset", dataset, "--batch-size", str(budget.batch_size), "--seed", str(seed)]
+    common += [arg for setting in budget.settings for arg in ("--set", setting)]
+    cells = ["--layers", str(budget.layers), "--channels", str(budget.channels)]
     commands, search_s = [], None
     if row in SEARCHES:
-        search = ["search", *SEARCHES[row][1], "--space", budget.space, *common]
+        search = ["search", *SEARCHES[row][1], "--space", budget.space, *cells, *common]
         search += ["--epochs", str(budget.search_epochs), "--out", str(folder / "search")]
         commands.append(search)
         search_s = run_nas(search)
@@ -189,7 +181,8 @@ def run_one(budget: Budget, dataset: str, row: str, seed: int, out: Path, runs: 
         model = ["--genotype", str(random_genotypes(budget, index + 1, out / "genotypes")[index])]
     else:
         model = FIXED[row][1]
-    train = ["train", *model, *common, "--epochs", str(budget.train_epochs)]
+    train = ["train", *model, *([] if row in PLAIN else cells), *common]
+    train += ["--epochs", str(budget.train_epochs)]
     train += ["--out", str(folder / "train")]
     commands.append(train)
     train_s = run_nas(train)

@@ -64,7 +64,7 @@ def test_runs_write_records_a_table_and_are_skipped_when_rerun(tmp_path, capsys)
         assert record["budget"]["train_epochs"] == 2
         Genotype.from_dict(record["genotype"])
     search, train = searched["commands"]
-    assert search.startswith("nas search --strategy random_ws --space tiny --dataset synthetic")
+    assert search.startswith("nas search --strategy random_ws --space tiny --layers 3")
     assert train.startswith("nas train --genotype ") and "--epochs 2" in train
     assert searched["search_seconds"] > 0 and sampled["search_seconds"] is None
     assert Genotype.from_dict(searched["genotype"]) == Genotype.load(
