@@ -27,6 +27,7 @@ from nas.export_folder import (
 )
 from nas.genotype import Genotype
 from nas.io import atomic_write_text
+from nas.models.baselines import input_shape
 from nas.runtime.checkpoint import load_checkpoint
 
 FILE_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "exported": "model.pt2"}
@@ -68,7 +69,10 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[torch.nn.Module, d
     facts = {
         "spec": saved_spec(state),
         "epoch": payload["epoch"] if which == "last" else state["epoch"],
-        "test_acc": state.get("test_acc"),
+        # best.pt: accuracies of its weights (validation chose them); last.pt: the final
+        # weights' test accuracy, None until the run has finished
+        "val_acc": state.get("val_acc") if which == "best" else None,
+        "test_acc": state.get("test_acc") if which == "best" else state.get("last_test_acc"),
     }
     return network.eval(), facts
 
@@ -92,7 +96,7 @@ def export_run(
         # one to swap out from under it.
         raise NasError(f"--out {folder} is the current folder or holds it; give a sub-folder")
     previous = previous_card(folder, set(FILE_NAMES.values()) | {GENOTYPE_FILE, CARD_FILE})
-    shape = (spec["in_channels"], spec["image_size"], spec["image_size"])
+    shape = input_shape(spec["in_channels"], spec["image_size"], spec.get("kind", "image"))
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, *shape, generator=generator)
     check = torch.randn(3, *shape, generator=generator)  # another batch size: batch is dynamic
@@ -108,7 +112,8 @@ def export_run(
                 f"the {fmt} export differs from the trained network by {max_abs_diff:.2e} (more "
                 f"than {TOLERANCE}); nothing was written to {folder}"
             )
-        Genotype.from_dict(spec["genotype"]).save(staging / GENOTYPE_FILE)
+        if spec.get("genotype") is not None:  # a baseline has none
+            Genotype.from_dict(spec["genotype"]).save(staging / GENOTYPE_FILE)
         earlier = _earlier_exports(previous, card, exclude=fmt)
         for name in earlier.values():
             keep_file(folder / name, staging / name)
@@ -150,10 +155,20 @@ def _earlier_exports(
 
 
 def _model_card(
-    spec: dict[str, Any], facts: dict[str, Any], network: torch.nn.Module, which: str
+    spec: dict[str, Any], facts: dict[str, Any], model: torch.nn.Module, which: str
 ) -> dict[str, Any]:
     from nas import __version__
     from nas.models import count_parameters
+
+    if spec.get("baseline") is not None:
+        network = {"network": spec["baseline"]}
+    else:
+        network = {
+            "network": spec["network"],
+            "layers": spec["layers"],
+            "channels": spec["channels"],
+            "genotype_file": GENOTYPE_FILE,
+        }
 
     # Checkpoints that do not record them: classes named by their label index, and inputs
     # already scaled as the mean and std expect (input_scale 1).
@@ -162,7 +177,10 @@ def _model_card(
     return {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
-        "input_shape": ["batch", spec["in_channels"], spec["image_size"], spec["image_size"]],
+        "input_shape": [
+            "batch",
+            *input_shape(spec["in_channels"], spec["image_size"], spec.get("kind", "image")),
+        ],
         "input_normalisation": {
             "input_scale": scale,
             "mean": spec["mean"],
@@ -174,15 +192,13 @@ def _model_card(
         "num_classes": spec["num_classes"],
         "class_names": class_names,
         "dataset": spec["dataset"],
-        "params": count_parameters(network),
+        "params": count_parameters(model),
+        "validation_accuracy": facts["val_acc"],
         "test_accuracy": facts["test_acc"],
         "checkpoint": which,
         "epoch": facts["epoch"],
-        "network": spec["network"],
-        "layers": spec["layers"],
-        "channels": spec["channels"],
-        "weights_sha256": _weights_digest(network),
-        "genotype_file": GENOTYPE_FILE,
+        **network,
+        "weights_sha256": _weights_digest(model),
         "nasforge_version": __version__,
         "torch_version": torch.__version__,
     }

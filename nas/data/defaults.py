@@ -51,11 +51,18 @@ def fit_to_data(config: Any, data: ImageData | None = None) -> ImageData | None:
     if data is None:
         data = load_dataset(config.data)
     command = "nas search" if isinstance(config, Config) else "nas train"
-    refuse_non_images(command, config.data.name, data)
+    baseline = isinstance(config, TrainConfig) and config.model.baseline is not None
+    if not baseline:  # a baseline reads any samples (nas/models/baselines.py)
+        refuse_non_images(command, config.data.name, data)
     settings = config.data
     fitted_batch = settings.batch_size is None
     side = data.image_size
-    changes_images = crop_padding(side) > 0 or data.flips
+    changes_images = data.kind == "image" and (crop_padding(side) > 0 or data.flips)
+    if data.kind != "image" and (settings.augment or settings.cutout):
+        raise NasError(
+            f"data.augment and data.cutout crop, flip and cut images, and {config.data.name} "
+            f"holds {data.kind}s; set data.augment=false and data.cutout=0"
+        )
     if settings.augment is None:
         settings.augment = changes_images
     elif settings.augment and not changes_images:
@@ -64,7 +71,7 @@ def fit_to_data(config: Any, data: ImageData | None = None) -> ImageData | None:
             "small to crop (under 8 pixels) and do not flip; set data.augment=false"
         )
     if settings.cutout is None:
-        final = isinstance(config, TrainConfig) and side >= _CUTOUT_MIN_SIDE
+        final = isinstance(config, TrainConfig) and changes_images and side >= _CUTOUT_MIN_SIDE
         settings.cutout = side // 2 if final else 0
     elif settings.cutout >= side:
         raise NasError(
@@ -73,6 +80,8 @@ def fit_to_data(config: Any, data: ImageData | None = None) -> ImageData | None:
         )
     if isinstance(config, TrainConfig) and (side < _PAPER_SIDE or len(data.train) < _PAPER_SAMPLES):
         for (section, name), value in SMALL_TRAINING.items():
+            if baseline and section == "model":  # no cells to size
+                continue
             if getattr(getattr(config, section), name) is None:
                 setattr(getattr(config, section), name, value)
     if settings.batch_size is None:  # still unset: CIFAR-sized data, the paper's batch
