@@ -3,7 +3,7 @@
 One Markdown table per dataset (mnist1d, mnist1d_shuffle, digits). Rows:
   - the searches: DARTS order 1 and 2, ASAP, PC-DARTS (K=4), GDAS, random search with weight
     sharing; each is `nas search`, then `nas train` of the genotype it found;
-  - random genotypes of the space (seeded, the same ones for every dataset and seed), each trained;
+  - random genotypes of the space (`nas sample`, the same ones for every dataset and seed);
   - DARTS_V2 (searched on CIFAR-10), trained here;
   - the plain networks of `nas train --model`: the hand-designed CNN, the MLP, logistic regression.
 Each row runs for every seed k, with `--seed k` for the search and the training. Every network gets
@@ -115,34 +115,18 @@ def run_nas(argv: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def random_genotypes(budget: Budget, count: int, folder: Path) -> list[Path]:
-    """The random genotypes' files, written under `folder` once: the space's uniform sampler
-    (each node picks `edges_per_node` distinct inputs and one non-`none` op on each)."""
-    import torch
-
-    from nas.genotype import derive_genotype
-    from nas.spaces import NUM_INPUT_NODES, get_space
-
-    space = get_space(budget.space)
-    ops = [k for k, name in enumerate(space.ops) if name != "none"]
-    generator = torch.Generator().manual_seed(RANDOM_GENOTYPE_SEED)
-    paths = []
-    for index in range(count):
-        cells = []
-        for _kind in ("normal", "reduce"):
-            weights = torch.zeros(space.num_edges, len(space.ops))
-            for node in range(space.num_nodes):
-                inputs = torch.randperm(NUM_INPUT_NODES + node, generator=generator)
-                for source in inputs[: space.edges_per_node].tolist():
-                    op = ops[int(torch.randint(len(ops), (1,), generator=generator))]
-                    weights[space.edge_index(node, source), op] = 1.0
-            cells.append(weights)
-        path = folder / f"random{index}.json"
-        if not path.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            derive_genotype(space, cells).save(path)
-        paths.append(path)
-    return paths
+def random_genotypes(budget: Budget, count: int, out: Path) -> tuple[list[str], list[Path]]:
+    """The `nas sample` command of the random genotypes and their files, sampled once into OUT
+    (the same for every dataset and seed)."""
+    folder = out / "genotypes" / f"{budget.space}-seed{RANDOM_GENOTYPE_SEED}-count{count}"
+    sample = ["sample", "--space", budget.space, "--count", str(count)]
+    sample += ["--seed", str(RANDOM_GENOTYPE_SEED), "--out", str(folder)]
+    paths = sorted(folder.glob("genotype_*.json"))
+    if len(paths) < count:  # never sampled, or interrupted
+        shutil.rmtree(folder, ignore_errors=True)
+        run_nas(sample)
+        paths = sorted(folder.glob("genotype_*.json"))
+    return sample, paths
 
 
 def selected(train_dir: Path) -> dict[str, Any]:
@@ -161,7 +145,9 @@ def selected(train_dir: Path) -> dict[str, Any]:
     return {**found, "params": count_parameters(load_model(train_dir, "best"))}
 
 
-def run_one(budget: Budget, dataset: str, row: str, seed: int, out: Path, runs: Path) -> dict:
+def run_one(
+    budget: Budget, dataset: str, row: str, seed: int, out: Path, runs: Path, random_count: int
+) -> dict:
     """Search (for a search row) and train one row with one seed; its result record."""
     folder = runs / dataset / row / f"seed{seed}"
     if folder.exists():  # an interrupted run: start it again
@@ -177,8 +163,9 @@ def run_one(budget: Budget, dataset: str, row: str, seed: int, out: Path, runs: 
         search_s = run_nas(search)
         model = ["--genotype", str(folder / "search")]
     elif row.startswith(RANDOM):
-        index = int(row[len(RANDOM) :])
-        model = ["--genotype", str(random_genotypes(budget, index + 1, out / "genotypes")[index])]
+        sample, paths = random_genotypes(budget, random_count, out)
+        commands.append(sample)
+        model = ["--genotype", str(paths[int(row[len(RANDOM) :])])]
     else:
         model = FIXED[row][1]
     train = ["train", *model, *([] if row in PLAIN else cells), *common]
@@ -328,7 +315,15 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"done: {path}", file=sys.stderr)
                             continue
                         try:
-                            record = run_one(budget, dataset, run_row, seed, args.out, args.runs)
+                            record = run_one(
+                                budget,
+                                dataset,
+                                run_row,
+                                seed,
+                                args.out,
+                                args.runs,
+                                args.random_genotypes,
+                            )
                         except RuntimeError as err:
                             print(f"failed: {err}", file=sys.stderr)
                             failed.append(str(path))

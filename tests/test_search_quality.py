@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+import nas
 from nas.genotype import Genotype
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "search_quality.py"
@@ -67,6 +69,13 @@ def test_runs_write_records_a_table_and_are_skipped_when_rerun(tmp_path, capsys)
     assert search.startswith("nas search --strategy random_ws --space tiny --layers 3")
     assert train.startswith("nas train --genotype ") and "--epochs 2" in train
     assert searched["search_seconds"] > 0 and sampled["search_seconds"] is None
+    sample, train = sampled["commands"]
+    assert sample.startswith("nas sample --space tiny --count 1 --seed 0 --out ")
+    assert Genotype.from_dict(sampled["genotype"]) == nas.sample("tiny", 1, 0)[0]
+    for row, record in (("random_ws", searched), ("random0", sampled)):
+        best = torch.load(tmp_path / f"runs/synthetic/{row}/seed0/train/checkpoints/best.pt")
+        assert record["val_acc"] is not None  # chosen on validation
+        assert (record["val_acc"], record["test_acc"]) == (best["val_acc"], best["test_acc"])
     assert Genotype.from_dict(searched["genotype"]) == Genotype.load(
         tmp_path / "runs/synthetic/random_ws/seed0/search/genotype.json"
     )
