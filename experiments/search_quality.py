@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import shutil
 import statistics
@@ -277,6 +278,33 @@ def table(out: Path, dataset: str, seeds: list[int], budget: Budget, random_coun
     return "\n".join(lines) + "\n"
 
 
+def run_missing(args: argparse.Namespace, budget: Budget) -> list[str]:
+    """Run every asked-for run that has no record yet, one at a time; the records that failed."""
+    failed = []
+    rows = [
+        run_row
+        for row in ROWS
+        if row in args.rows
+        for run_row in expand(row, args.random_genotypes)
+    ]
+    for dataset, row, seed in itertools.product(args.datasets, rows, args.seeds):
+        path = result_path(args.out, dataset, row, seed)
+        if load_result(path, budget) is not None:
+            print(f"done: {path}", file=sys.stderr)
+            continue
+        try:
+            record = run_one(budget, dataset, row, seed, args.out, args.runs, args.random_genotypes)
+        except RuntimeError as err:
+            print(f"failed: {err}", file=sys.stderr)
+            failed.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(record, indent=1) + "\n")
+        partial.replace(path)  # a record exists whole or not at all
+    return failed
+
+
 def _list(text: str) -> list[str]:
     return [item for item in text.split(",") if item]
 
@@ -304,34 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         **{f: getattr(args, f) for f in asdict(defaults) if f != "settings"},
         settings=tuple(args.set),
     )
-    failed = []
-    if not args.table:
-        for dataset in args.datasets:
-            for row in [r for r in ROWS if r in args.rows]:
-                for run_row in expand(row, args.random_genotypes):
-                    for seed in args.seeds:
-                        path = result_path(args.out, dataset, run_row, seed)
-                        if load_result(path, budget) is not None:
-                            print(f"done: {path}", file=sys.stderr)
-                            continue
-                        try:
-                            record = run_one(
-                                budget,
-                                dataset,
-                                run_row,
-                                seed,
-                                args.out,
-                                args.runs,
-                                args.random_genotypes,
-                            )
-                        except RuntimeError as err:
-                            print(f"failed: {err}", file=sys.stderr)
-                            failed.append(str(path))
-                            continue
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        partial = path.with_suffix(".tmp")
-                        partial.write_text(json.dumps(record, indent=1) + "\n")
-                        partial.replace(path)  # a record exists whole or not at all
+    failed = [] if args.table else run_missing(args, budget)
     for dataset in args.datasets:
         print(table(args.out, dataset, args.seeds, budget, args.random_genotypes))
     if failed:
