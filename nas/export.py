@@ -27,7 +27,6 @@ from nas.export_folder import (
 )
 from nas.genotype import Genotype
 from nas.io import atomic_write_text
-from nas.models.baselines import input_shape
 from nas.runtime.checkpoint import load_checkpoint
 
 FILE_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "exported": "model.pt2"}
@@ -96,7 +95,7 @@ def export_run(
         # one to swap out from under it.
         raise NasError(f"--out {folder} is the current folder or holds it; give a sub-folder")
     previous = previous_card(folder, set(FILE_NAMES.values()) | {GENOTYPE_FILE, CARD_FILE})
-    shape = input_shape(spec["in_channels"], spec["image_size"], spec.get("kind", "image"))
+    shape = _input_shape(spec)
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, *shape, generator=generator)
     check = torch.randn(3, *shape, generator=generator)  # another batch size: batch is dynamic
@@ -177,10 +176,7 @@ def _model_card(
     return {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
-        "input_shape": [
-            "batch",
-            *input_shape(spec["in_channels"], spec["image_size"], spec.get("kind", "image")),
-        ],
+        "input_shape": ["batch", *_input_shape(spec)],
         "input_normalisation": {
             "input_scale": scale,
             "mean": spec["mean"],
@@ -202,6 +198,16 @@ def _model_card(
         "nasforge_version": __version__,
         "torch_version": torch.__version__,
     }
+
+
+def _input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
+    """One input's shape: (C, H, W) for an image network, (C, L) for a signal network."""
+    side = spec["image_size"]
+    return (
+        (spec["in_channels"], side)
+        if spec.get("dims", 2) == 1
+        else (spec["in_channels"], side, side)
+    )
 
 
 def _weights_digest(network: torch.nn.Module) -> str:

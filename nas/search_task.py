@@ -22,6 +22,7 @@ from nas.data.defaults import fit_to_data
 from nas.drawing import genotype_picture
 from nas.genotype import CELL_KINDS, Genotype, SearchProgress
 from nas.logging import RunLogger, announce
+from nas.models.networks import check_signal_length
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
 from nas.spaces import NUM_INPUT_NODES, get_space
@@ -39,6 +40,8 @@ class SearchTask(Task):
         data = load_dataset(config.data)
         fit_to_data(config, data)  # refuses data a cell search cannot use
         config.resolve(fit_data=False)
+        if data.kind == "sequence":  # before the batch checks: no batch size makes it fit
+            check_signal_length(get_space(config.model.space), data.image_size, config.data.name)
         self.flips = data.flips
         self.train_set, self.val_set = split(data.train, config.data.train_portion)
         check_batch_size(self.train_set, config.data.batch_size, "weight-training")
@@ -53,6 +56,7 @@ class SearchTask(Task):
             config.model.layers,
             partial_channels=config.model.partial_channels,
             checkpoint_cells=config.model.checkpoint_cells,
+            dims=data.dims,
         ).to(runtime.device)
         self.network.use_fast_path(config.model.path == "fast")
         runtime.prepare(self.network)  # SyncBatchNorm in place, if asked for

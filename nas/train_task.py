@@ -26,9 +26,11 @@ from nas.genotype import Genotype
 from nas.logging import RunLogger
 from nas.models import NETWORKS, GenotypeNetwork
 from nas.models.baselines import build_baseline
+from nas.models.networks import check_signal_length
 from nas.runtime.checkpoint import save_checkpoint
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
+from nas.spaces import get_space
 
 
 def model_spec(
@@ -38,9 +40,13 @@ def model_spec(
     num_classes: int,
     image_size: int,
     data: ImageData | None = None,
+    dims: int = 2,
 ) -> dict[str, Any]:
-    """Everything needed to rebuild the network and feed it: stored in every checkpoint. A
+    """Everything needed to rebuild the network and feed it: stored in every checkpoint.
+    `image_size` is the signal length L where `dims` is 1 (taken from `data` when given). A
     baseline's (`model.baseline`, no genotype) names it and the kind of samples it reads."""
+    if data is not None:
+        dims = data.dims
     if config.model.baseline is not None:
         return {
             "baseline": config.model.baseline,
@@ -48,6 +54,7 @@ def model_spec(
             "in_channels": in_channels,
             "num_classes": num_classes,
             "image_size": image_size,
+            "dims": dims,
             "dataset": config.data.name,
             **_feeding(data),
         }
@@ -61,6 +68,7 @@ def model_spec(
         "in_channels": in_channels,
         "num_classes": num_classes,
         "image_size": image_size,
+        "dims": dims,
         "dataset": config.data.name,
         **_feeding(data),
     }
@@ -85,6 +93,15 @@ def build_network(spec: dict[str, Any]) -> nn.Module:
         )
     builder = NETWORKS[spec["network"]]
     genotype = Genotype.from_dict(spec["genotype"], where="checkpoint genotype")
+    dims = spec.get("dims", 2)  # specs without the key describe images
+    if dims != 2 and spec["network"] != "cifar":
+        raise NasError(
+            f"model.network={spec['network']} reads images; use model.network=cifar for 1D signals"
+        )
+    options = {}
+    if dims != 2:
+        check_signal_length(get_space(genotype.space), spec["image_size"], spec["dataset"])
+        options["dims"] = dims
     return builder(
         genotype,
         spec["in_channels"],
@@ -92,6 +109,7 @@ def build_network(spec: dict[str, Any]) -> nn.Module:
         channels=spec["channels"],
         layers=spec["layers"],
         auxiliary=spec["auxiliary"],
+        **options,
     )
 
 
@@ -131,6 +149,8 @@ def _check_keys(
     different = [
         f"{k} {saved.get(k)} vs {requested[k]}" for k in keys if saved.get(k) != requested[k]
     ]
+    if saved.get("dims", 2) != requested.get("dims", 2):
+        different.append(f"dims {saved.get('dims', 2)} vs {requested.get('dims', 2)}")
     if different:
         raise NasError(
             f"{where} does not fit the requested network ({', '.join(different)}, "

@@ -132,14 +132,27 @@ def test_commands_refuse_data_they_cannot_use(tmp_path, capsys, argv: list, mess
     assert not (tmp_path / "run").exists()
 
 
-def test_sequences_are_refused_by_cell_search_and_the_cnn_generator() -> None:
+def test_sequences_fit_cell_search_and_are_refused_by_the_cnn_generator() -> None:
     from nas.adanet.config import AdaNetConfig
     from nas.adanet.generators import GENERATORS, DataShape
 
     signals = TensorDataset(torch.zeros(8, 2, 40), torch.zeros(8).long())
     data = ImageData(signals, signals, 2, 3, 40, (0.0,) * 2, (1.0,) * 2, kind="sequence")
-    with pytest.raises(NasError, match="nas search over 1D signals is not available yet"):
-        fit_to_data(Config(), data)
+    config = Config()
+    fit_to_data(config, data)
+    assert (config.data.augment, config.data.cutout) == (False, 0)  # no image ideas by default
+    config = Config()
+    config.set("data.augment", True)
+    fit_to_data(config, data)  # a crop along L, asked for
+    config = Config()
+    config.set("data.cutout", 4)
+    with pytest.raises(NasError, match="data.cutout zeroes a square of an image"):
+        fit_to_data(config, data)
+    short = TensorDataset(torch.zeros(8, 2, 6), torch.zeros(8).long())
+    config = Config()
+    config.set("data.augment", True)
+    with pytest.raises(NasError, match="too short to crop"):
+        fit_to_data(config, ImageData(short, short, 2, 3, 6, (0.0,) * 2, (1.0,) * 2, "sequence"))
     shape = DataShape(2, 40, 3, "sequence")
     assert shape.features == 80  # the mlp generator reads a sample flattened
     with pytest.raises(NasError, match="holds sequences; use --generator mlp"):

@@ -158,3 +158,28 @@ def test_a_reduction_cell_cannot_concatenate_its_inputs() -> None:
     data["normal"]["concat"] = [1, 2, 3, 4, 5]  # fine in a normal cell: same size
     model = CifarNetwork(Genotype.from_dict(data), 3, 10, channels=4, layers=3)
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("length", [40, 13])
+def test_the_cifar_network_reads_signals(length: int) -> None:
+    """dims=1: (N, C, L) in, logits out, every reduction halving L, 1D layers only, gradients to
+    every parameter, the auxiliary head on short maps too."""
+    torch.manual_seed(0)
+    model = CifarNetwork(PUBLISHED_GENOTYPES["DARTS_V2"], 2, 10, channels=4, layers=5, dims=1)
+    assert not [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    lengths = []
+    for cell in model.cells:
+        cell.register_forward_hook(lambda module, inputs, out: lengths.append(out.shape[-1]))
+    logits, auxiliary = model.train().forward_with_auxiliary(torch.randn(3, 2, length))
+    assert logits.shape == auxiliary.shape == (3, 10)
+    half, quarter = (length + 1) // 2, ((length + 1) // 2 + 1) // 2
+    assert lengths == [length, half, half, quarter, quarter]  # reductions at layers 1 and 3
+    (logits.sum() + auxiliary.sum()).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert count_mult_adds(model, (2, length)) > 0
+
+
+def test_signal_mult_adds_by_our_convention() -> None:
+    conv = nn.Conv1d(4, 6, 5, padding=2, bias=False)
+    assert count_mult_adds(nn.Sequential(conv), (4, 10)) == 6 * 10 * 4 * 5

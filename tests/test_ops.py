@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.ops import GROUPED_FORMS, OPS, FactorizedReduce, build_op
+from nas.errors import NasError
+from nas.ops import GROUPED_FORMS, OPS, FactorizedReduce, OpDef, build_op
 
 
 @pytest.mark.parametrize("name", OPS.names())
@@ -96,3 +97,40 @@ def test_dilated_conv_uses_dilation_two() -> None:
 def test_factorized_reduce_rejects_odd_channels() -> None:
     with pytest.raises(ValueError, match="even"):
         FactorizedReduce(3, 5)
+
+
+@pytest.mark.parametrize("name", OPS.names())
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("length", [8, 7])
+def test_op_in_1d_maps_signals_and_passes_gradients(name: str, stride: int, length: int) -> None:
+    """Every op has a 1D form: (N, C, L) -> (N, C, ceil(L / stride)), 1D layers only, gradients
+    reaching its parameters and its input."""
+    op = build_op(name, channels=6, stride=stride, affine=True, dims=1)
+    assert not [m for m in op.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    x = torch.randn(3, 6, length, requires_grad=True)
+    out = op(x)
+    assert out.shape == (3, 6, length if stride == 1 else (length + 1) // 2)
+    out.pow(2).sum().backward()
+    for param in op.parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0
+    if name != "none":
+        assert x.grad.abs().sum() > 0
+
+
+def test_factorized_reduce_in_1d_reads_both_offsets() -> None:
+    """The odd half reads the signal shifted by one: a spike at an odd position reaches only it."""
+    op = FactorizedReduce(2, 4, affine=False, dims=1)
+    op.bn = nn.Identity()
+    nn.init.ones_(op.conv_even.weight)
+    nn.init.ones_(op.conv_odd.weight)
+    x = torch.zeros(1, 2, 7)
+    x[:, :, 3] = 1.0
+    out = op(x)
+    assert out.shape == (1, 4, 4)
+    assert out[:, :2].abs().sum() == 0 and out[:, 2:, 1].abs().sum() > 0
+
+
+def test_a_2d_only_builder_is_refused_in_1d(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(OPS._items, "conv_2d_only", OpDef("conv_2d_only", lambda c, s, a: None))
+    with pytest.raises(NasError, match="no 1D form"):
+        build_op("conv_2d_only", 4, 1, True, dims=1)

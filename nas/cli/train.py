@@ -176,6 +176,7 @@ def _summary(args: argparse.Namespace) -> int:
     image_size = args.image_size or NETWORK_DEFAULTS[config.model.network][2]
     in_channels, num_classes = 3, 1000 if config.model.network == "imagenet" else 10
     data = None
+    dims = 2
     if named:  # a dataset chosen by flag, --config or --set: its shape
         if config.data.name == "cifar10":  # known without reading the files
             in_channels, num_classes, size = 3, 10, 32
@@ -184,8 +185,10 @@ def _summary(args: argparse.Namespace) -> int:
 
             data = load_dataset(config.data)
             in_channels, num_classes, size = data.in_channels, data.num_classes, data.image_size
+            dims = data.dims
         image_size = args.image_size or size
-    spec = model_spec(config, genotype, in_channels, num_classes, image_size, data)
+    spec = model_spec(config, genotype, in_channels, num_classes, image_size, data, dims=dims)
+    input_shape = (in_channels, image_size) if dims == 1 else (in_channels, image_size, image_size)
     network = build_network(spec)
     params = count_parameters(network)
     if baseline is not None:
@@ -200,19 +203,20 @@ def _summary(args: argparse.Namespace) -> int:
         "image_size": image_size,
         "params": params,
         "params_auxiliary": count_parameters(network, exclude_auxiliary=False) - params,
-        "mult_adds": count_mult_adds(network, (in_channels, image_size, image_size)),
+        "dims": dims,
+        "mult_adds": count_mult_adds(network, input_shape),
     }
     if args.json:
         print(json.dumps(summary))
         return 0
     print(
         f"{summary['genotype']}: {summary['network']} network, {summary['layers']} cells, "
-        f"C={summary['channels']}, input {in_channels}x{image_size}x{image_size}, "
+        f"C={summary['channels']}, input {'x'.join(map(str, input_shape))}, "
         f"{num_classes} classes\n"
         f"parameters: {params:,} ({params / 1e6:.2f}M; auxiliary head excluded, it adds "
         f"{summary['params_auxiliary']:,})\n"
         f"multiply-adds: {summary['mult_adds']:,} ({summary['mult_adds'] / 1e6:.1f}M; conv and "
-        "linear layers, one image)"
+        f"linear layers, one {'signal' if dims == 1 else 'image'})"
     )
     return 0
 

@@ -52,6 +52,11 @@ class ImageData:
     # Whether a horizontal flip keeps an image's label (not for digits or text).
     flips: bool = True
 
+    @property
+    def dims(self) -> int:
+        """Spatial dims of a sample: 1 for a (C, L) sequence, 2 for a (C, H, W) image."""
+        return 1 if self.kind == "sequence" else 2
+
     def __post_init__(self) -> None:
         if not self.class_names:
             self.class_names = tuple(str(label) for label in range(self.num_classes))

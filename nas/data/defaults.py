@@ -4,13 +4,14 @@ A config leaves its data-dependent fields unset (None). Once the dataset is know
 fills them from what the dataset states (kind, image side, flips, size) and checks the values the
 user gave; config.yaml and `--print-config` show the result. The rules:
 
-- `nas search` and `nas train` read images only: a table or a sequence is refused (`nas grow`
-  with the mlp generator reads any sample flattened).
+- `nas search` and `nas train` read images and sequences (1D cell networks); a table is refused
+  (`nas grow` with the mlp generator reads any sample flattened).
 - `data.augment`: random crop with padding side / 8 (4 on CIFAR-10's 32x32) and, where the dataset
   flips, a horizontal flip; on in search and training (the DARTS code augments both on CIFAR-10)
-  wherever it changes the images.
+  wherever it changes the images. Sequences: off by default (flips and crops are image ideas);
+  `data.augment=true` crops along L with padding L / 8 and never flips.
 - `data.cutout`: half the image side in final training (DARTS: 16 on 32x32) for images of side 16
-  or more, else 0; 0 in search (the DARTS search uses none).
+  or more, else 0; 0 in search (the DARTS search uses none). Sequences take none.
 - final training of data smaller than CIFAR-10 (side under 32 or under 10,000 training samples):
   8 cells, C=16, batch 64, 30 epochs (digits: 0.994 test accuracy for the genotype that
   `make search` finds); otherwise the DARTS paper's 20 cells, C=36, batch 96, 600 epochs. The
@@ -57,13 +58,16 @@ def fit_to_data(config: Any, data: ImageData | None = None) -> ImageData | None:
     settings = config.data
     fitted_batch = settings.batch_size is None
     side = data.image_size
+    sequence = data.kind == "sequence"
     changes_images = data.kind == "image" and (crop_padding(side) > 0 or data.flips)
-    if data.kind != "image" and (settings.augment or settings.cutout):
+    if data.kind == "table" and (settings.augment or settings.cutout):
         raise NasError(
             f"data.augment and data.cutout crop, flip and cut images, and {config.data.name} "
-            f"holds {data.kind}s; set data.augment=false and data.cutout=0"
+            "holds tables; set data.augment=false and data.cutout=0"
         )
-    if settings.augment is None:
+    if sequence:
+        _fit_sequence(config, data)
+    elif settings.augment is None:
         settings.augment = changes_images
     elif settings.augment and not changes_images:
         raise NasError(
@@ -92,17 +96,32 @@ def fit_to_data(config: Any, data: ImageData | None = None) -> ImageData | None:
     return data
 
 
+def _fit_sequence(config: Any, data: ImageData) -> None:
+    """Augmentation of (C, L) sequences: none by default; a crop along L where asked for; no
+    cutout (a square of an image)."""
+    settings, length = config.data, data.image_size
+    if settings.augment is None:
+        settings.augment = False
+    elif settings.augment and crop_padding(length) == 0:
+        raise NasError(
+            f"data.augment does nothing on {settings.name}: its sequences of length {length} are "
+            "too short to crop (under 8) and sequences never flip; set data.augment=false"
+        )
+    if settings.cutout is None:
+        settings.cutout = 0
+    elif settings.cutout:
+        raise NasError(
+            f"data.cutout zeroes a square of an image and {settings.name} holds sequences; "
+            "set data.cutout=0"
+        )
+
+
 def refuse_non_images(command: str, name: str, data: ImageData) -> None:
-    """Raise NasError unless `data` holds images (the cell networks of `command` read images)."""
+    """Raise NasError unless `data` holds images or sequences (the cell networks of `command`
+    read (C, H, W) or (C, L) samples)."""
     if data.kind == "table":
         raise NasError(
-            f"{command} builds cell networks over images, and {name} is a table of "
+            f"{command} builds cell networks over images and sequences, and {name} is a table of "
             f"{data.in_channels} features; grow an ensemble of dense networks on it with "
             f"nas grow --dataset {name}"
-        )
-    if data.kind == "sequence":
-        raise NasError(
-            f"{command} over 1D signals is not available yet ({name} holds sequences of length "
-            f"{data.image_size}); grow an ensemble on it with nas grow --dataset {name} "
-            "--generator mlp"
         )

@@ -30,6 +30,9 @@ class Augmented(Dataset):
     used by DARTS's final training); zero is the mean pixel after normalisation. Sample i's
     draws come from a generator seeded by (`seed`, i), so they are the same in any loader worker
     and on any rank.
+
+    A (C, L) sequence is only ever cropped along L (padding `crop_padding(L)`); it never flips and
+    takes no cutout (nas/data/defaults.py refuses one).
     """
 
     def __init__(
@@ -46,8 +49,10 @@ class Augmented(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.base[index]
-        height, width = image.shape[-2:]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        if image.dim() == 2:
+            return (_crop_sequence(image, generator) if self.crop_flip else image), label
+        height, width = image.shape[-2:]
         if self.crop_flip:
             pad = crop_padding(min(height, width))
             if pad:
@@ -67,6 +72,16 @@ class Augmented(Dataset):
                 max(centre_x - half, 0) : min(centre_x + half, width),
             ] = 0.0
         return image, label
+
+
+def _crop_sequence(sequence: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random window of the sequence's length L from it zero-padded by `crop_padding(L)`."""
+    length = sequence.shape[-1]
+    pad = crop_padding(length)
+    if not pad:
+        return sequence
+    start = int(torch.randint(0, 2 * pad + 1, (1,), generator=generator))
+    return torch.nn.functional.pad(sequence, (pad, pad))[:, start : start + length]
 
 
 def loader(

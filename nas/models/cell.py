@@ -16,7 +16,8 @@ def drop_path(x: torch.Tensor, probability: float) -> torch.Tensor:
     Drop-path as in FractalNet (Larsson et al. 2017) and NASNet: one Bernoulli draw per sample.
     """
     keep = 1.0 - probability
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    mask = torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x / keep * mask
 
 
@@ -24,7 +25,8 @@ class Cell(nn.Module):
     """One cell: preprocess both inputs, then each node sums its genotype edges.
 
     Every op is built with BN affine=True. Drop-path applies in training to every op's output except
-    the identity (a stride-1 skip), as in the DARTS reference code.
+    the identity (a stride-1 skip), as in the DARTS reference code. `dims`: 2 for images, 1 for
+    (N, C, L) signals.
     """
 
     def __init__(
@@ -35,17 +37,22 @@ class Cell(nn.Module):
         channels: int,
         reduction: bool,
         reduction_prev: bool,
+        dims: int = 2,
     ) -> None:
         super().__init__()
         self.reduction = reduction
         self.preprocess0, self.preprocess1 = cell_preprocessing(
-            prev_prev_channels, prev_channels, channels, reduction_prev, affine=True
+            prev_prev_channels, prev_channels, channels, reduction_prev, affine=True, dims=dims
         )
         self.inputs = [[edge.input for edge in node] for node in genotype.nodes]
         self.nodes = nn.ModuleList(
             nn.ModuleList(
                 build_op(
-                    edge.op, channels, 2 if reduction and edge.input < NUM_INPUT_NODES else 1, True
+                    edge.op,
+                    channels,
+                    2 if reduction and edge.input < NUM_INPUT_NODES else 1,
+                    True,
+                    dims,
                 )
                 for edge in node
             )

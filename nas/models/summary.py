@@ -1,13 +1,15 @@
 """Parameter and multiply-add counts of a network.
 
 Conventions: parameters are counted as the DARTS reference counts them, every parameter except the
-auxiliary head's. Multiply-adds count convolutions and linear layers only, for one image:
-`output elements * (input channels / groups) * kernel height * kernel width` per convolution and
+auxiliary head's. Multiply-adds count convolutions and linear layers only, for one image or signal:
+`output elements * (input channels / groups) * kernel elements` per convolution (2D or 1D) and
 `inputs * outputs` per linear layer. BatchNorm, ReLU, pooling, additions and concatenation are not
 counted, and neither is the auxiliary head (it is not run at inference).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -24,15 +26,16 @@ def count_parameters(module: nn.Module, exclude_auxiliary: bool = True) -> int:
 
 @torch.no_grad()
 def count_mult_adds(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of convs and linear layers for one input of `input_shape` (C, H, W).
+    """Multiply-adds of convs and linear layers for one input of `input_shape`: (C, H, W) for an
+    image, (C, L) for a signal.
 
     Runs one eval-mode forward pass with hooks; the module's train/eval mode is restored.
     """
     total = 0
 
-    def conv_hook(layer: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
+    def conv_hook(layer: nn.Conv1d | nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
-        kernel = layer.kernel_size[0] * layer.kernel_size[1]
+        kernel = math.prod(layer.kernel_size)
         total += output[0].numel() * (layer.in_channels // layer.groups) * kernel
 
     def linear_hook(layer: nn.Linear, inputs: tuple, output: torch.Tensor) -> None:
@@ -41,7 +44,7 @@ def count_mult_adds(module: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     handles = []
     for layer in module.modules():
-        if isinstance(layer, nn.Conv2d):
+        if isinstance(layer, nn.Conv1d | nn.Conv2d):
             handles.append(layer.register_forward_hook(conv_hook))
         elif isinstance(layer, nn.Linear):
             handles.append(layer.register_forward_hook(linear_hook))

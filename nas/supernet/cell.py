@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.ops import OPS, Zero, cell_preprocessing
+from nas.ops import OPS, Zero, cell_preprocessing, spatial_layer
 from nas.spaces import NUM_INPUT_NODES, CellSpace
 from nas.supernet.fast import fast_cell_forward
 from nas.supernet.partial import merge_partial, split_partial
@@ -27,7 +27,12 @@ class MixedOp(nn.Module):
     """
 
     def __init__(
-        self, op_names: tuple[str, ...], channels: int, stride: int, partial_channels: int = 1
+        self,
+        op_names: tuple[str, ...],
+        channels: int,
+        stride: int,
+        partial_channels: int = 1,
+        dims: int = 2,
     ) -> None:
         super().__init__()
         self.index = {name: k for k, name in enumerate(op_names)}
@@ -35,9 +40,10 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleDict()
         for name in op_names:
             op_def = OPS.get(name)
-            op = op_def.build(channels // partial_channels, stride, False)
+            searched = channels // partial_channels
+            op = op_def.make(searched, stride, False, dims)
             if op_def.pooling:
-                op = nn.Sequential(op, nn.BatchNorm2d(channels // partial_channels, affine=False))
+                op = nn.Sequential(op, spatial_layer("bn", dims)(searched, affine=False))
             self.ops[name] = op
         self.zero = Zero(stride)  # the output of an edge none of whose ops runs
 
@@ -87,19 +93,20 @@ class SearchCell(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         partial_channels: int = 1,
+        dims: int = 2,
     ) -> None:
         super().__init__()
         self.space = space
         self.reduction = reduction
         self.fast = False  # True: nas/supernet/fast.py computes the same result with fewer calls
         self.preprocess0, self.preprocess1 = cell_preprocessing(
-            prev_prev_channels, prev_channels, channels, reduction_prev, affine=False
+            prev_prev_channels, prev_channels, channels, reduction_prev, affine=False, dims=dims
         )
         self.edges = nn.ModuleList()
         for node in range(space.num_nodes):
             for source in range(NUM_INPUT_NODES + node):
                 stride = 2 if reduction and source < NUM_INPUT_NODES else 1
-                self.edges.append(MixedOp(space.ops, channels, stride, partial_channels))
+                self.edges.append(MixedOp(space.ops, channels, stride, partial_channels, dims))
 
     def forward(
         self,

@@ -22,6 +22,12 @@ attribute names of that form:
   (N, E, C, H, W) tensor, whose slices feed the nodes.
 - PC-DARTS: every edge leaving a state searches the same first C/K channels, so the above runs
   on that slice, and the bypass and the channel shuffle are one call each for all E edges.
+- Signals (N, C, L): "zero", "shared" and the stride-1 "skip" are grouped as for images; the
+  "separable", "dilated" and stride-2 "skip" ops run once per edge. Their grouped forms are
+  written for 2D kernels (the 5x5 embedding, channels-last layouts, which exist for 4D tensors
+  only, and dilation as space-to-batch of pixel phases), and a 1D cell has a few short maps
+  (length 40 or less), where per-edge calls cost little more; docs/search-spaces.md has the
+  measured ratio.
 
 The result equals the reference up to float summation order; tests/test_fast_supernet.py checks
 outputs and gradients in train and eval mode, with and without pruning, and that the grouped
@@ -35,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.ops import OPS
+from nas.ops import OPS, subsample
 from nas.spaces import NUM_INPUT_NODES
 from nas.supernet.partial import merge_partial, split_partial
 
@@ -67,7 +73,7 @@ def fast_cell_forward(
             combined = _edges_from(cell, searched, edges, weights, forms, stride, active)
             combined = merge_partial(combined, bypass, partial)
         if edge_weights is not None:
-            combined = combined * edge_weights[edges].view(1, -1, 1, 1, 1)
+            combined = combined * _per_edge(edge_weights[edges], combined.dim())
         for position, node in enumerate(nodes):
             term = combined[:, position]
             pending[node] = term if pending[node] is None else pending[node] + term
@@ -93,7 +99,8 @@ def _edges_from(
     active: tuple[tuple[int, ...], ...] | None,
 ) -> torch.Tensor:
     """The mixed-op outputs of `edges` (all leaving state `x` at `stride`), stacked:
-    (N, E, C, H', W'). `forms[k]`: the grouped form op k of the space declares (nas/ops.py).
+    (N, E, C, H', W'), or (N, E, C, L') for signals. `forms[k]`: the grouped form op k of the
+    space declares (nas/ops.py).
     Only the ops in `active[edge]` run (None: every live op); the others weigh exactly 0.
     """
     mixed = [cell.edges[edge] for edge in edges]
@@ -102,6 +109,7 @@ def _edges_from(
     x_cl = None  # x in channels-last, made once if an op needs it
     embedded: dict[str, list[Member]] = {"separable": [], "dilated": []}
     grouped: list[tuple[str | None, list[Member]]] = []
+    signal = x.dim() == 3  # (N, C, L): only the dims-free forms group (module docstring)
     for op_index, name in enumerate(cell.space.ops):
         members = [
             (position, op_index, edge.ops[name])
@@ -113,9 +121,13 @@ def _edges_from(
             continue  # zero output: leaving it out changes neither the sum nor any gradient
         if form == "skip" and stride == 1:  # the identity
             terms.append((members, x.unsqueeze(1)))
+        elif form == "shared" and signal:
+            terms.append((members, members[0][2](x).unsqueeze(1)))
         elif form == "shared":  # parameter-free: the same output for every edge, computed once
             x_cl = _channels_last(x) if x_cl is None else x_cl
             terms.append((members, members[0][2](x_cl).contiguous().unsqueeze(1)))
+        elif signal:
+            grouped.append((None, members))
         elif form in embedded and _embeddable(members[0][2], form):
             embedded[form].extend(members)
         else:
@@ -136,8 +148,8 @@ def _edges_from(
         else:  # an op without a grouped form: one call per edge, as the reference path
             terms.append((members, torch.stack([op(x) for op in ops], dim=1)))
     if not terms:  # only zero ops left on these edges: zeros of the output shape
-        zero = x[:, :, ::stride, ::stride].mul(0.0)
-        return zero.unsqueeze(1).expand(-1, len(edges), -1, -1, -1)
+        zero = x[subsample(x.dim() - 2, stride)].mul(0.0)
+        return zero.unsqueeze(1).expand(-1, len(edges), *zero.shape[1:])
     return _weighted_sum(terms, edge_weights, len(edges))
 
 
@@ -145,21 +157,26 @@ def _weighted_sum(
     terms: list[tuple[list[Member], torch.Tensor]], edge_weights: torch.Tensor, num_edges: int
 ) -> torch.Tensor:
     """Each group's outputs times their mixing weights (one multiply per group), summed per edge
-    into (N, E, C, H', W').
+    into (N, E, C, H', W') (or (N, E, C, L')).
     """
     total = None
     for members, outputs in terms:
         positions = [position for position, _, _ in members]
         mixing = edge_weights[positions, [op_index for _, op_index, _ in members]]
-        term = outputs * mixing.view(1, -1, 1, 1, 1)
+        term = outputs * _per_edge(mixing, outputs.dim())
         if positions == list(range(num_edges)):
             total = term if total is None else total + term
             continue
         if total is None:
             total = term.new_zeros(term.shape[0], num_edges, *term.shape[2:])
         index = torch.tensor(positions, device=term.device)
-        total = total.index_add(1, index, term.expand(-1, len(positions), -1, -1, -1))
+        total = total.index_add(1, index, term.expand(-1, len(positions), *term.shape[2:]))
     return total
+
+
+def _per_edge(values: torch.Tensor, dims: int) -> torch.Tensor:
+    """(E,) values shaped to scale a (N, E, C, ...) tensor of `dims` dims edge by edge."""
+    return values.view(1, -1, *[1] * (dims - 2))
 
 
 def _dilated_blocks(op: nn.Module, separable: bool) -> list[nn.Module]:

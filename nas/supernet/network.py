@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from nas.errors import NasError
 from nas.genotype import CELL_KINDS, Genotype, derive_genotype
+from nas.ops import global_avg_pool, spatial_layer
 from nas.spaces import CellSpace, check_layers
 from nas.supernet.cell import SearchCell
 from nas.supernet.mixing import Mix, Mixing, dense_mixing, live_softmax
@@ -23,7 +24,7 @@ class SearchNetwork(nn.Module):
 
     Args:
         space: the cell space.
-        in_channels: input image channels (1 for digits, 3 for CIFAR).
+        in_channels: input channels (1 for digits, 3 for CIFAR).
         num_classes: classifier outputs.
         channels: initial channels C; reduction cells double it.
         layers: number of cells.
@@ -32,6 +33,7 @@ class SearchNetwork(nn.Module):
             the edges into each node by a softmax over the node's edges. 1: plain DARTS.
         checkpoint_cells: recompute each cell's activations in the backward pass instead of
             keeping them (activation checkpointing): less memory, about one more forward.
+        dims: spatial dims of the input: 2 for (N, C, H, W) images, 1 for (N, C, L) signals.
 
     The alphas (`alpha_normal`, `alpha_reduce`, each num_edges x num_ops) are registered parameters,
     so they are in `state_dict()` and every checkpoint; `arch_parameters()` and
@@ -56,6 +58,7 @@ class SearchNetwork(nn.Module):
         layers: int,
         partial_channels: int = 1,
         checkpoint_cells: bool = False,
+        dims: int = 2,
     ) -> None:
         super().__init__()
         check_layers(space, layers)
@@ -63,10 +66,11 @@ class SearchNetwork(nn.Module):
         self.space = space
         self.partial_channels = partial_channels
         self.checkpoint_cells = checkpoint_cells
+        self.dims = dims
         stem_channels = space.stem_multiplier * channels
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(stem_channels),
+            spatial_layer("conv", dims)(in_channels, stem_channels, 3, padding=1, bias=False),
+            spatial_layer("bn", dims)(stem_channels),
         )
         reduction_layers = set(space.reduction_layers(layers))
         prev_prev, prev, current = stem_channels, stem_channels, channels
@@ -78,7 +82,14 @@ class SearchNetwork(nn.Module):
                 current *= 2
             self.cells.append(
                 SearchCell(
-                    space, prev_prev, prev, current, reduction, reduction_prev, partial_channels
+                    space,
+                    prev_prev,
+                    prev,
+                    current,
+                    reduction,
+                    reduction_prev,
+                    partial_channels,
+                    dims,
                 )
             )
             reduction_prev = reduction
@@ -194,8 +205,7 @@ class SearchNetwork(nn.Module):
                 s0, s1 = s1, _checkpointed(cell, s0, s1, mix, edge_weights)
             else:
                 s0, s1 = s1, cell(s0, s1, mix.weights, edge_weights, mix.active)
-        out = F.adaptive_avg_pool2d(s1, 1).flatten(1)
-        return self.classifier(out)
+        return self.classifier(global_avg_pool(s1))
 
     def genotype(self) -> Genotype:
         """The genotype of the current alphas, by the DARTS rule on softmax(alpha).
