@@ -21,22 +21,25 @@ when a run did not finish.
     python experiments/search_quality.py --table                # print the tables of what exists
 
 Budgets (defaults below, options of the same names; each table's header states its own). The
-defaults are sized so that one dataset's table (every row, 3 seeds) costs about 45 minutes of
-one CPU core. Measured on digits (1437 training images; 3 cells, C=8, batch 64, darts space),
-one thread (OMP_NUM_THREADS=1), as CPU seconds of the whole in-process command:
-    nas search, DARTS order 1, 1 epoch (11 steps of 64 + 64):   S = 47.8 s
-    nas train, DARTS_V2, 1 epoch (1437 images, test pass):      T =  5.7 s
+defaults are sized so that the digits table (every row, 3 seeds) costs about 45 minutes of one
+CPU core. Measured with 3 cells, C=8, batch 64, darts space, one thread (OMP_NUM_THREADS=1), as
+CPU seconds of the whole in-process command (load, build, one epoch, evaluation):
+                                                        digits     mnist1d
+    nas search, DARTS order 1, 1 epoch:            S =  47.8 s     148.4 s  (11 / 31 steps)
+    nas train, DARTS_V2, 1 epoch:                  T =   5.7 s       9.9 s
 The other searches, relative to DARTS order 1 (estimated, not measured here): order 2 2.2x (the
 ratio experiments/README.md measured on digits), ASAP 1x, PC-DARTS 0.5x, GDAS and random WS
 0.4x each (one op per edge): 5.5 S per search epoch of all six. The plain networks cost about a
 fifth of T. Per seed, with search_epochs E_s = 2 and train_epochs E_t = 5:
-    searches   5.5 x E_s x S          = 5.5 x 2 x 47.8 = 526 s
-    training   15 x E_t x T           = 15 x 5 x 5.7   = 428 s  (6 searched, 8 random, DARTS_V2)
-    baselines  3 x E_t x T / 5                         =  17 s
-    = 971 s per seed, 2913 s (49 min) for 3 seeds.
-(The machine ran other jobs, load average about 6; CPU seconds, unlike wall time, stay close to
-an idle machine's.) MNIST-1D's 4000 signals of length 40 are not timed here. Such short searches
-barely move the alphas: raise --search-epochs where more time is available.
+    searches   5.5 x E_s x S      digits 526 s    mnist1d 1632 s
+    training   15 x E_t x T       digits 428 s    mnist1d  743 s  (6 searched, 8 random, DARTS_V2)
+    baselines  3 x E_t x T / 5    digits  17 s    mnist1d   30 s
+    3 seeds:                      digits 2913 s (49 min)   mnist1d 7215 s (2 h)
+The searches dominate on MNIST-1D (4000 signals: 31 steps per epoch), and even one search epoch
+there (816 s per seed) leaves no room in 45 minutes for 3 seeds: its tables take about 2 hours at
+these budgets, and mnist1d_shuffle the same. (The machine ran other jobs, load average about 6;
+CPU seconds, unlike wall time, stay close to an idle machine's.) Such short searches barely move
+the alphas: raise --search-epochs where more time is available.
 """
 
 from __future__ import annotations
