@@ -15,6 +15,7 @@ _EXPORTS = {
     "search": "nas.api",
     "train": "nas.api",
     "grow": "nas.api",
+    "sample": "nas.api",
     "create_model": "nas.api",
     "load_model": "nas.api",
     "SearchResult": "nas.api",

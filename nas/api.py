@@ -1,6 +1,7 @@
 """The Python API: `nas.search`, `nas.train` and `nas.grow` run what the commands of the same
-names run (the CLI is a layer over the same nas.jobs.run_job), and `nas.create_model` /
-`nas.load_model` build a network from a genotype or a trained run. See docs/python-api.md.
+names run (the CLI is a layer over the same nas.jobs.run_job), `nas.sample` draws random
+genotypes as `nas sample` does, and `nas.create_model` / `nas.load_model` build a network from a
+genotype or a trained run. See docs/python-api.md.
 
 `data` is a registered dataset's name (its options as settings), an ImageData, a torch Dataset
 of (input, label) pairs or arrays `(x, y)`; nas/data/python.py turns the last two into an
@@ -36,14 +37,19 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A finished training: the network of the epoch with the best test accuracy (eval mode,
-    CPU; what `nas export` exports), its spec (genotype, sizes, the input normalisation), its run
-    directory and the per-epoch records."""
+    """A finished training: the network best.pt holds (the epoch with the best validation
+    accuracy, or the last without validation; eval mode, CPU; what `nas export` exports), its
+    spec (genotype or baseline, sizes, the input normalisation), its run directory, the
+    per-epoch records, and the accuracies of best.pt's weights: `val_acc` (None without
+    validation) and `test_acc`, and `last_test_acc` of the final weights."""
 
     model: Any
     spec: dict[str, Any]
     run_dir: Path
     metrics: list[dict[str, Any]]
+    val_acc: float | None = None
+    test_acc: float | None = None
+    last_test_acc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,10 @@ def search(
 
 
 def train(
-    genotype: Any,
-    data: Any,
+    genotype: Any = None,
+    data: Any = None,
     *,
+    model: str | None = None,
     test: Any = None,
     config: str | Path | dict[str, Any] | None = None,
     run_dir: str | Path | None = None,
@@ -98,26 +105,45 @@ def train(
     nproc_per_node: int = 1,
     **settings: Any,
 ) -> TrainResult:
-    """Train the network of `genotype` from scratch on `data`, as `nas train` does.
+    """Train the network of `genotype`, or the hand-designed network `model`, from scratch on
+    `data`, as `nas train` does.
 
     `genotype` is a Genotype, a published name (DARTS_V2, ...), a genotype.json or a search run
-    directory (a SearchResult's `run_dir`). The other arguments are those of `search`. Returns
-    the TrainResult. Raises NasError.
+    directory (a SearchResult's `run_dir`); `model` instead names a baseline (cnn, mlp,
+    logistic). Give exactly one. The other arguments are those of `search`. Returns the
+    TrainResult. Raises NasError.
     """
     from nas.genotype import Genotype
 
+    if data is None:
+        raise NasError("train needs data: a dataset name, a Dataset or arrays (x, y)")
     given = None
-    if isinstance(genotype, Genotype):
+    if model is not None:
+        if genotype is not None:
+            raise NasError(f"genotype and model={model!r} both choose the network; give one")
+        settings = {"model.baseline": model, **settings}
+    elif genotype is None and not resume:
+        raise NasError("train needs a genotype (or model=, a baseline such as 'cnn')")
+    elif isinstance(genotype, Genotype):
         given = genotype
         if genotype.space == "darts":  # the notation reads back as the darts space
             settings = {"model.genotype": genotype.to_notation(), **settings}
-    else:
+    elif genotype is not None:
         settings = {"model.genotype": str(genotype), **settings}
     from nas.export import load_trained
 
     folder = _run("train", data, test, config, run_dir, resume, nproc_per_node, settings, given)
-    model, facts = load_trained(folder)
-    return TrainResult(model, facts["spec"], folder, _metrics(folder))
+    network, facts = load_trained(folder)
+    last = load_trained(folder, "last")[1]
+    return TrainResult(
+        network,
+        facts["spec"],
+        folder,
+        _metrics(folder),
+        facts["val_acc"],
+        facts["test_acc"],
+        last["test_acc"],
+    )
 
 
 def grow(
@@ -138,6 +164,17 @@ def grow(
     folder = _run("grow", data, test, config, run_dir, resume, nproc_per_node, settings)
     ensemble, architecture = load_ensemble(folder)
     return GrowResult(ensemble, architecture, folder, _metrics(folder))
+
+
+def sample(space: str = "darts", count: int = 8, seed: int = 0) -> list[Any]:
+    """`count` random genotypes of the search space `space`, as `nas sample` writes them: each
+    node keeps distinct inputs chosen uniformly among the earlier states and a uniformly chosen
+    op other than `none` on each. The same seed gives the same list. Returns Genotypes. Raises
+    NasError for an unknown space or a count or seed out of range.
+    """
+    from nas.sampling import sample_genotypes
+
+    return sample_genotypes(space, count, seed)
 
 
 def create_model(

@@ -224,13 +224,17 @@ class NetworkConfig:
     """
 
     genotype: str | None = None
+    # A hand-designed network (nas/models/baselines.py) trained instead of a genotype's.
+    baseline: str | None = None
     network: str = "cifar"
     layers: int | None = None
     channels: int | None = None
-    # Weight of the auxiliary head's loss; 0 builds no auxiliary head.
-    auxiliary_weight: float = 0.4
-    # Final drop-path probability; it ramps linearly from 0 over training.
-    drop_path: float = 0.2
+    # Weight of the auxiliary head's loss; 0 builds no auxiliary head. None: 0.4 (DARTS), 0 for
+    # a baseline (it has no head).
+    auxiliary_weight: float | None = None
+    # Final drop-path probability; it ramps linearly from 0 over training. None: 0.2 (DARTS), 0
+    # for a baseline (it has no paths to drop).
+    drop_path: float | None = None
 
 
 @dataclass
@@ -244,6 +248,10 @@ class OptimizerConfig:
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     label_smoothing: float = 0.0
+    # Fraction of the training split held out as validation: best.pt is the epoch with the best
+    # validation accuracy; the test split is evaluated only on the chosen and the final weights.
+    # 0: no validation, best.pt is the last epoch.
+    val_fraction: float = 0.1
 
 
 @dataclass
@@ -257,18 +265,22 @@ class TrainConfig(_Sections):
 
     plugin_sections: ClassVar[dict[str, PluginSection]] = {"data": DATASET}
     unread: ClassVar[dict[str, str]] = {
-        "data.train_portion": "nas train trains on the whole training split and reports the test "
-        "split (nas search splits off the alphas' share)",
+        "data.train_portion": "nas train holds out train.val_fraction of the training split for "
+        "validation (nas search splits off the alphas' share)",
     }
 
     def resolve(self, fit_data: bool = True) -> None:
         """Values the dataset leaves unset take the paper's CIFAR-10 training: 600 epochs, batch
-        96, crop, flip and cutout 16, and the network's layers and channels."""
+        96, crop, flip and cutout 16, and the network's layers and channels, auxiliary weight 0.4
+        and drop path 0.2 (a baseline: no cells, auxiliary weight and drop path 0)."""
         super().resolve(fit_data)
         layers, channels, _ = NETWORK_DEFAULTS[self.model.network]
+        cells = self.model.baseline is None  # a baseline has no cells, head or drop path
         paper = {
-            ("model", "layers"): layers,
-            ("model", "channels"): channels,
+            ("model", "layers"): layers if cells else None,
+            ("model", "channels"): channels if cells else None,
+            ("model", "auxiliary_weight"): 0.4 if cells else 0.0,
+            ("model", "drop_path"): 0.2 if cells else 0.0,
             ("run", "epochs"): 600,
             ("data", "batch_size"): 96,
             ("data", "augment"): True,

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import importlib
 
-from nas.config import NETWORK_DEFAULTS, Config, ModelConfig, TrainConfig, _Sections
+from nas.config import (
+    NETWORK_DEFAULTS,
+    Config,
+    ModelConfig,
+    NetworkConfig,
+    TrainConfig,
+    _Sections,
+)
 from nas.errors import NasError
 from nas.options import options_checks, resolve_options
 
@@ -56,14 +63,25 @@ def check_config(config: _Sections) -> None:
                 model.network != "imagenet" or (model.channels or 0) % 2 == 0,
                 "model.channels must be even for the imagenet network (its stem halves it)",
             ),
-            (model.auxiliary_weight >= 0, "model.auxiliary_weight must be 0 (off) or positive"),
-            (0 <= model.drop_path < 1, "model.drop_path must be in [0, 1)"),
+            (
+                model.auxiliary_weight is None or model.auxiliary_weight >= 0,
+                "model.auxiliary_weight must be 0 (off) or positive",
+            ),
+            (
+                model.drop_path is None or 0 <= model.drop_path < 1,
+                "model.drop_path must be in [0, 1)",
+            ),
+            *_baseline_checks(model),
             (train.lr > 0, "train.lr must be positive"),
             (0 <= train.lr_min <= train.lr, "train.lr_min must be between 0 and train.lr"),
             (train.momentum >= 0, "train.momentum must be 0 or positive"),
             (train.weight_decay >= 0, "train.weight_decay must be 0 or positive"),
             (train.grad_clip > 0, "train.grad_clip must be positive"),
             (0 <= train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+            (
+                0 <= train.val_fraction < 1,
+                "train.val_fraction must be in [0, 1) (0: no validation)",
+            ),
         ]
     else:
         strategy = config.strategy
@@ -90,6 +108,8 @@ def check_config(config: _Sections) -> None:
         ]
     _raise_first(checks)
     _check_registered("nas.data", "DATASETS", config.data.name)
+    if isinstance(config, TrainConfig) and config.model.baseline is not None:
+        _check_registered("nas.models.baselines", "BASELINES", config.model.baseline)
     if isinstance(config, Config):
         _check_registered("nas.strategies", "STRATEGIES", config.strategy.name)
         _check_supernet(config.model)
@@ -115,3 +135,26 @@ def _raise_first(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise NasError(message)
+
+
+def _baseline_checks(model: NetworkConfig) -> list[tuple[bool, str]]:
+    """`nas train --model NAME` trains a plain network: the cell network's settings do not apply."""
+    if model.baseline is None:
+        return []
+    name = model.baseline
+    return [
+        (
+            model.genotype is None,
+            f"--genotype and --model {name} both choose the network to train; give one of them",
+        ),
+        (
+            model.network == "cifar" and model.layers is None and model.channels is None,
+            f"--model {name} is a hand-designed network: --network, --layers and --channels "
+            "shape cell networks only; drop them",
+        ),
+        (
+            not model.auxiliary_weight and not model.drop_path,
+            f"--model {name} has no auxiliary head and no paths to drop: drop "
+            "--auxiliary-weight and --drop-path (or set them to 0)",
+        ),
+    ]

@@ -68,7 +68,10 @@ def load_trained(run_dir: Path, which: str = "best") -> tuple[torch.nn.Module, d
     facts = {
         "spec": saved_spec(state),
         "epoch": payload["epoch"] if which == "last" else state["epoch"],
-        "test_acc": state.get("test_acc"),
+        # best.pt: accuracies of its weights (validation chose them); last.pt: the final
+        # weights' test accuracy, None until the run has finished
+        "val_acc": state.get("val_acc") if which == "best" else None,
+        "test_acc": state.get("test_acc") if which == "best" else state.get("last_test_acc"),
     }
     return network.eval(), facts
 
@@ -108,7 +111,8 @@ def export_run(
                 f"the {fmt} export differs from the trained network by {max_abs_diff:.2e} (more "
                 f"than {TOLERANCE}); nothing was written to {folder}"
             )
-        Genotype.from_dict(spec["genotype"]).save(staging / GENOTYPE_FILE)
+        if spec.get("genotype") is not None:  # a baseline has none
+            Genotype.from_dict(spec["genotype"]).save(staging / GENOTYPE_FILE)
         earlier = _earlier_exports(previous, card, exclude=fmt)
         for name in earlier.values():
             keep_file(folder / name, staging / name)
@@ -150,10 +154,20 @@ def _earlier_exports(
 
 
 def _model_card(
-    spec: dict[str, Any], facts: dict[str, Any], network: torch.nn.Module, which: str
+    spec: dict[str, Any], facts: dict[str, Any], model: torch.nn.Module, which: str
 ) -> dict[str, Any]:
     from nas import __version__
     from nas.models import count_parameters
+
+    if spec.get("baseline") is not None:
+        network = {"network": spec["baseline"]}
+    else:
+        network = {
+            "network": spec["network"],
+            "layers": spec["layers"],
+            "channels": spec["channels"],
+            "genotype_file": GENOTYPE_FILE,
+        }
 
     # Checkpoints that do not record them: classes named by their label index, and inputs
     # already scaled as the mean and std expect (input_scale 1).
@@ -174,15 +188,13 @@ def _model_card(
         "num_classes": spec["num_classes"],
         "class_names": class_names,
         "dataset": spec["dataset"],
-        "params": count_parameters(network),
+        "params": count_parameters(model),
+        "validation_accuracy": facts["val_acc"],
         "test_accuracy": facts["test_acc"],
         "checkpoint": which,
         "epoch": facts["epoch"],
-        "network": spec["network"],
-        "layers": spec["layers"],
-        "channels": spec["channels"],
-        "weights_sha256": _weights_digest(network),
-        "genotype_file": GENOTYPE_FILE,
+        **network,
+        "weights_sha256": _weights_digest(model),
         "nasforge_version": __version__,
         "torch_version": torch.__version__,
     }

@@ -52,7 +52,9 @@ COMMANDS = {
     "train": RunCommand(
         "train",
         _train_config,
-        lambda c: f"{_genotype_label(c.model.genotype or 'genotype')}-{c.data.name}",
+        lambda c: (
+            f"{c.model.baseline or _genotype_label(c.model.genotype or 'genotype')}-{c.data.name}"
+        ),
     ),
     "grow": RunCommand("grow", _grow_config, lambda c: f"{c.adanet.generator}-{c.data.name}"),
 }
@@ -104,16 +106,22 @@ def _train(request: RunRequest, genotype: Any) -> Job:
     from nas.genotype import Genotype, load_genotype
 
     config, run_dir = prepare_run_dir(request, COMMANDS["train"])
-    if request.resume:
+    baseline = config.model.baseline
+    if baseline is not None:
+        if genotype is not None:
+            raise NasError(f"a genotype and model={baseline!r} both choose the network; give one")
+    elif request.resume:
         genotype = Genotype.load(run_dir / "genotype.json")
     elif genotype is None:
         if config.model.genotype is None:
             raise NasError(
-                "nas train needs --genotype NAME_OR_FILE: a published name (DARTS_V2, ...), a "
-                "genotype.json from nas search, or a search run directory"
+                "nas train needs --genotype NAME_OR_FILE (a published name such as DARTS_V2, a "
+                "genotype.json from nas search, or a search run directory) or --model NAME (a "
+                "hand-designed network: cnn, mlp, logistic)"
             )
         genotype = load_genotype(config.model.genotype)
-    note_unfinished(genotype)
+    if genotype is not None:
+        note_unfinished(genotype)
 
     from nas.data import load_dataset
     from nas.logging import announce
@@ -124,11 +132,21 @@ def _train(request: RunRequest, genotype: Any) -> Job:
     check_training_data(config, data)
     runtime = start_run(config, run_dir, request.resume)
     task = TrainTask(config, genotype, runtime, data)
-    banner = (
-        f"nas train: {config.model.genotype or 'a genotype'} ({config.model.network} network, "
-        f"{config.model.layers} cells, C={config.model.channels}) on {config.data.name}"
+    if baseline is not None:
+        network = f"the {baseline} baseline"
+    else:
+        network = (
+            f"{config.model.genotype or 'a genotype'} ({config.model.network} network, "
+            f"{config.model.layers} cells, C={config.model.channels})"
+        )
+    validation = config.train.val_fraction
+    selection = (
+        f"best.pt chosen on a validation split ({validation:.0%} of the training split)"
+        if validation > 0
+        else "no validation (train.val_fraction=0): best.pt is the last epoch"
     )
-    write = lambda: genotype.save(run_dir / "genotype.json")  # noqa: E731
+    banner = f"nas train: {network} on {config.data.name}; {selection}"
+    write = None if genotype is None else lambda: genotype.save(run_dir / "genotype.json")
     record = run_engine(request, task, config, run_dir, runtime, banner, write=write)
     return Job(config, run_dir, runtime, task, record)
 

@@ -2,8 +2,8 @@
 
 Each optional package belongs to an extra of the `nasforge` distribution (pyproject.toml):
 matplotlib to `plot`, optuna to `hpo`, onnxscript and onnxruntime to `onnx`, torchvision to
-`vision`; Pillow, a dependency imported only to read image folders, to `images` as well. `import
-nas` never imports them.
+`vision`, mnist1d (which generates MNIST-1D) to `mnist1d`; Pillow, a dependency imported only to
+read image folders, to `images` as well. `import nas` never imports them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ EXTRAS = {
     "onnxscript": "onnx",
     "onnxruntime": "onnx",
     "torchvision": "vision",
+    "mnist1d": "mnist1d",
     "PIL": "images",
 }
 

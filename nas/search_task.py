@@ -111,14 +111,20 @@ class SearchTask(Task):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        self.strategy.select(lambda: self._val_sums()[1] / len(self.val_set))
+        loss_sum, correct = self._val_sums()
+        return {"val_loss": loss_sum / len(self.val_set), "val_acc": correct / len(self.val_set)}
+
+    def _val_sums(self) -> list[float]:
+        """[summed loss, correct predictions] of the eval-mode supernet on the validation split,
+        over every rank."""
         self.network.eval()
         shard = (self.runtime.rank, self.runtime.world_size)
         data = self.config.data
         sums = classifier_sums(
             self.network, self.val_set, data.batch_size, self.runtime.device, shard, data.workers
         )
-        loss_sum, correct = self.runtime.sum(sums)
-        return {"val_loss": loss_sum / len(self.val_set), "val_acc": correct / len(self.val_set)}
+        return self.runtime.sum(sums)
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return self.strategy.end_epoch(epoch)

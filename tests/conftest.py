@@ -28,6 +28,21 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_cache(tmp_path_factory):
+    """Generated datasets (MNIST-1D) are cached in the session's temp folder, never the user's
+    cache; the CLI subprocesses inherit the variable."""
+    from nas.data.mnist1d import CACHE_ENV
+
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        del os.environ[CACHE_ENV]
+    else:
+        os.environ[CACHE_ENV] = previous
+
+
 def tiny_network(space: str = "tiny", in_channels: int = 1, classes: int = 3) -> SearchNetwork:
     """A 3-cell supernet with C=2 (normal, reduce, reduce) over 8x8 images."""
     return SearchNetwork(get_space(space), in_channels, classes, channels=2, layers=3)

@@ -195,5 +195,5 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "nas: error: unknown dataset 'imagenet'; choose one of: breast_cancer, cifar10, csv, "
-        "digits, folder, npz, synthetic."
+        "digits, folder, mnist1d, mnist1d_shuffle, npz, synthetic."
     ]

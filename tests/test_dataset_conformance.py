@@ -67,6 +67,9 @@ def _synthetic(folder: Path) -> DataConfig:
 # name -> a function making a small config of that dataset (its files written under the folder).
 SAMPLES: dict[str, Callable[[Path], DataConfig]] = {
     "digits": lambda folder: DataConfig(name="digits"),
+    # generated once per session into conftest's cache folder
+    "mnist1d": lambda folder: DataConfig(name="mnist1d"),
+    "mnist1d_shuffle": lambda folder: DataConfig(name="mnist1d_shuffle"),
     "breast_cancer": lambda folder: DataConfig(name="breast_cancer"),
     "synthetic": _synthetic,
     "cifar10": _cifar10,

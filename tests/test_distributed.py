@@ -53,10 +53,17 @@ def _batches(steps: int, size: int) -> list:
 
 
 def _search(
-    rank: int, world: int, name: str, order: int | None, batchnorm: bool, steps: int
+    rank: int,
+    world: int,
+    name: str,
+    order: int | None,
+    batchnorm: bool,
+    steps: int,
+    select: bool = False,
 ) -> dict:
     """Run `steps` steps of strategy `name` (of `order`, None: its default options) on this
-    rank's share of fixed global batches."""
+    rank's share of fixed global batches; with `select`, then `Strategy.select` on a fixed
+    validation batch, and return random search's pool scores too."""
     torch.manual_seed(rank)  # different on each rank: the broadcast at start must fix it
     net = tiny_network()
     if not batchnorm:
@@ -69,7 +76,20 @@ def _search(
     for train, val in _batches(steps, 8):
         share = [(x[rank::world], y[rank::world]) for x, y in (train, val)]
         strategy.step(*share)
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    if select:
+        ((images, labels),) = [pair[0] for pair in _batches(1, 64)]
+        images, labels = images[rank::world], labels[rank::world]
+
+        @torch.no_grad()
+        def val_accuracy() -> float:  # as the search task computes it: counts summed over ranks
+            net.eval()
+            (correct,) = runtime.sum([(net(images).argmax(dim=1) == labels).sum().item()])
+            return correct / 64
+
+        strategy.select(val_accuracy)
+        state["pool_scores"] = torch.tensor(strategy.scores)
+    return state
 
 
 def _worker(rank: int, world: int, port: int, out: str, args: tuple) -> None:
@@ -117,6 +137,17 @@ def test_two_processes_match_one_process_of_the_same_global_batch(tmp_path, orde
         assert torch.equal(rank0[key], rank1[key]), key
         assert torch.allclose(rank0[key], value, rtol=1e-4, atol=1e-6), key
     assert not torch.allclose(single["alpha_normal"], tiny_network().alpha_normal)  # it trained
+
+
+def test_random_ws_on_two_processes_trains_and_ranks_as_one_process(tmp_path) -> None:
+    # 2 epochs of 3 steps: the shared training ends, then the pool is ranked on validation.
+    torch.manual_seed(0)
+    single = _search(0, 1, "random_ws", None, False, 6, True)
+    rank0, rank1 = _two_processes(tmp_path, "random_ws", None, False, 6, True)
+    for key, value in single.items():
+        assert torch.equal(rank0[key], rank1[key]), key
+        assert torch.allclose(rank0[key], value, rtol=1e-4, atol=1e-6), key
+    assert len(set(single["pool_scores"].tolist())) > 1  # the ranking tells members apart
 
 
 def test_shards_of_a_step_make_the_one_process_batch() -> None:

@@ -139,7 +139,10 @@ def test_help_lists_the_registered_choices_plugins_included(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "search strategy: asap, darts, gdas, my_plugin_strategy, random_ws" in text
     assert "search space: darts, tiny" in text
-    assert "dataset: breast_cancer, cifar10, csv, digits, folder, npz, synthetic" in text
+    assert (
+        "dataset: breast_cancer, cifar10, csv, digits, folder, mnist1d, mnist1d_shuffle, npz, "
+        "synthetic" in text
+    )
     assert "built-in name: " + ", ".join(builtin_names()) in text
     with pytest.raises(SystemExit):
         main(["grow", "--help"])

@@ -23,6 +23,17 @@ def _cases() -> list:
     return cases
 
 
+def val_accuracy(net, images: torch.Tensor, labels: torch.Tensor):
+    """What the search task hands `Strategy.select`: the eval-mode accuracy on fixed data."""
+
+    @torch.no_grad()
+    def accuracy() -> float:
+        net.eval()
+        return (net(images).argmax(dim=1) == labels).float().mean().item()
+
+    return accuracy
+
+
 @pytest.mark.parametrize("name,options", _cases())
 def test_strategy_steps_and_resumes_exactly(name: str, options: Options) -> None:
     config = StrategyConfig(name=name, options=options)
@@ -33,6 +44,7 @@ def test_strategy_steps_and_resumes_exactly(name: str, options: Options) -> None
         return net, STRATEGIES.get(name)(net, config, 4, 1)
 
     batches = [(batch(), batch()) for _ in range(4)]
+    probe = batch(32)
     net, strategy = build()
     for i, (train, val) in enumerate(batches):
         result = strategy.step(train, val)
@@ -41,6 +53,7 @@ def test_strategy_steps_and_resumes_exactly(name: str, options: Options) -> None
             strategy.end_epoch(0)
             saved = {k: v.clone() for k, v in net.state_dict().items()}
             saved_strategy = copy.deepcopy(strategy.state_dict())  # as on disk
+    strategy.select(val_accuracy(net, *probe))  # the budget's last step is done
     assert isinstance(strategy.genotype(), Genotype)
     Genotype.from_dict(strategy.genotype().to_dict())
 
@@ -51,3 +64,5 @@ def test_strategy_steps_and_resumes_exactly(name: str, options: Options) -> None
         resumed.step(train, val)
     for key, value in net.state_dict().items():
         assert torch.equal(value, resumed_net.state_dict()[key]), key
+    resumed.select(val_accuracy(resumed_net, *probe))
+    assert resumed.genotype() == strategy.genotype()

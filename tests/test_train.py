@@ -51,26 +51,29 @@ def test_train_a_searched_genotype_on_digits(tmp_path, capsys) -> None:
     assert code == 0
     rows = jsonl_rows(run)
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop_path"):
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "lr"):
         assert isinstance(rows[-1][key], float), key
     assert rows[0]["drop_path"] == 0.0 and rows[1]["drop_path"] == pytest.approx(0.1)
+    # The test split is evaluated only at the end, on the chosen and the final weights.
+    assert "test_acc" not in rows[0] and "test_loss" not in rows[-1]
     assert rows[-1]["test_acc"] > 0.5  # two short epochs on digits already learn
     assert Genotype.load(run / "genotype.json") == Genotype.load(genotype_file)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["layers"] == 3 and config["train"]["lr"] == 0.025
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
-    assert best["test_acc"] == max(r["test_acc"] for r in rows)
+    assert best["val_acc"] == max(r["val_acc"] for r in rows) == rows[-1]["best_val_acc"]
+    assert best["epoch"] == rows[-1]["best_epoch"] and best["test_acc"] == rows[-1]["test_acc"]
     assert (run / "checkpoints" / "last.pt").is_file()
     printed = capsys.readouterr().out
-    assert "best test acc" in printed and f"nas export {run}" in printed
+    assert "chosen on validation" in printed and f"nas export {run}" in printed
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
     events.Reload()
-    expected = {"loss/train", "loss/test", "accuracy/test", "run/lr", "run/drop_path"}
+    expected = {"loss/train", "loss/val", "accuracy/val", "run/lr", "run/drop_path"}
     assert expected <= set(events.Tags()["scalars"])
-    assert [e.value for e in events.Scalars("accuracy/test")] == pytest.approx(
-        [r["test_acc"] for r in rows]
+    assert [e.value for e in events.Scalars("accuracy/val")] == pytest.approx(
+        [r["val_acc"] for r in rows]
     )
     assert events.Tags()["images"] == ["genotype"]
 
@@ -299,7 +302,7 @@ def test_export_of_the_last_checkpoint_reports_its_test_accuracy(trained_run, tm
     )
     card = json.loads((tmp_path / "e" / "model_card.json").read_text())
     rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
-    assert card["checkpoint"] == "last" and card["test_accuracy"] == rows[-1]["test_acc"]
+    assert card["checkpoint"] == "last" and card["test_accuracy"] == rows[-1]["last_test_acc"]
     (tmp_path / "file").write_text("")
     bad = run_nas(
         "export", str(trained_run), "--format", "exported", "--out", str(tmp_path / "file")

@@ -340,7 +340,7 @@ def test_train_trials_hold_out_part_of_the_training_split() -> None:
     config = trial_config(_train_command(), TINY, [], {})
     task = holdout_train_task(config, load_genotype("DARTS_V2"), CPU, 0.25)
     whole = load_dataset(config.data)
-    train, held = task.data.train.tensors[0], task.data.test.tensors[0]
+    train, held = task.train_set.tensors[0], task.val_set.tensors[0]
     assert len(train) + len(held) == len(whole.train)
     assert len(held) == round(0.25 * len(whole.train))
     rows = {tuple(x.flatten().tolist()) for x in whole.train.tensors[0]}

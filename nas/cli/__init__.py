@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from nas.cli import bench, export, grow, runner, search, show, train, tune
+from nas.cli import bench, export, grow, runner, sample, search, show, train, tune
 from nas.cli.flags import Parser
 
 __all__ = ["build_parser", "main"]
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="nas", description="nasforge: neural architecture search for PyTorch.")
     parser.add_argument("--version", action="version", version=f"nasforge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (search, train, grow, show, export, tune, bench):
+    for command in (search, train, grow, sample, show, export, tune, bench):
         command.add_parser(commands)
     return parser
 

@@ -23,6 +23,21 @@ FLAGS = (
         metavar="NAME_OR_FILE",
     ),
     Flag(
+        "--model",
+        "model.baseline",
+        "train a hand-designed network instead of a genotype's: {names}",
+        metavar="NAME",
+        names_from="nas.models.baselines:BASELINES",
+    ),
+    Flag(
+        "--val-fraction",
+        "train.val_fraction",
+        "fraction of the training split held out to choose best.pt (default: 0.1; 0: none, "
+        "best.pt is the last epoch)",
+        float,
+        metavar="F",
+    ),
+    Flag(
         "--network",
         "model.network",
         "network (default: cifar)",
@@ -63,11 +78,14 @@ def add_parser(commands: Any) -> None:
         COMMAND,
         FLAGS,
         run,
-        help="train the network of a genotype (final training)",
-        description="Train a genotype's network from scratch and test it every epoch. Writes a "
-        "run directory with genotype.json, metrics.jsonl, config.yaml, checkpoints/last.pt and "
-        "best.pt, and tb/. Defaults: the DARTS paper's CIFAR-10 training (600 epochs, batch 96, "
-        "20 cells, C=36, SGD 0.025 cosine to 0, auxiliary 0.4, drop-path 0.2, cutout 16).",
+        help="train the network of a genotype (final training) or a baseline",
+        description="Train a genotype's network (--genotype) or a hand-designed one (--model) "
+        "from scratch. Each epoch is validated on a held-out part of the training split; best.pt "
+        "is the epoch with the best validation accuracy, and the test split is evaluated only "
+        "with its weights and the final ones. Writes a run directory with genotype.json, "
+        "metrics.jsonl, config.yaml, checkpoints/last.pt and best.pt, and tb/. Defaults: the "
+        "DARTS paper's CIFAR-10 training (600 epochs, batch 96, 20 cells, C=36, SGD 0.025 cosine "
+        "to 0, auxiliary 0.4, drop-path 0.2, cutout 16).",
         example="data.batch_size=32",
         pre_launch=_check_before_launch,
     )
@@ -84,16 +102,18 @@ def _check_before_launch(args: argparse.Namespace) -> None:
         raise NasError("--summary runs on one process: drop --nproc-per-node and --nnodes")
     world_size = (args.nproc_per_node or 1) * (args.nnodes or 1)
     config = check_before_launch(runner.request(args, COMMAND, FLAGS), COMMAND, world_size)[0]
-    if not args.resume:
+    if not args.resume and config.model.baseline is None:
         from nas.genotype import load_genotype
 
         if config.model.genotype is None:
-            raise NasError("nas train needs --genotype NAME_OR_FILE (see nas train --help)")
+            raise NasError(
+                "nas train needs --genotype NAME_OR_FILE or --model NAME (see nas train --help)"
+            )
         load_genotype(config.model.genotype)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; print the best test accuracy and how to export the model."""
+    """Train; print the chosen epoch's validation and test accuracy and how to export it."""
 
     if args.print_config and args.summary:
         raise NasError("--print-config and --summary both print instead of training; choose one")
@@ -106,16 +126,17 @@ def run(args: argparse.Namespace) -> int:
     job = run_job(runner.request(args, COMMAND, FLAGS))
 
     def lines() -> list[str]:
-        record, task = job.record, job.task
-        last = []  # a resumed run that had finished runs no epoch
-        if record:
-            last.append(
-                f"epoch {record['epoch']}: train acc {record['train_acc']:.4f}, test acc "
-                f"{record['test_acc']:.4f}; best test acc {task.best_acc:.4f} (epoch "
-                f"{task.best_epoch})"
+        task = job.task
+        if task.val_set is not None:
+            chosen = (
+                f"best.pt: epoch {task.best_epoch} of {job.config.run.epochs}, chosen on "
+                f"validation (val acc {task.best_val_acc:.4f})"
             )
+        else:
+            chosen = "best.pt: the last epoch (no validation: train.val_fraction=0)"
         return [
-            *last,
+            f"{chosen}; test acc {task.best_test_acc:.4f} (final weights: "
+            f"{task.last_test_acc:.4f})",
             f"written: {job.run_dir / 'checkpoints' / 'best.pt'} and last.pt",
             f"export it: nas export {job.run_dir} --format exported",
         ]
@@ -144,9 +165,10 @@ def _summary(args: argparse.Namespace) -> int:
     if summary_size is not None and config.data.name == "folder":
         config.data.options.image_size = summary_size
     args.image_size = summary_size
-    if config.model.genotype is None:
-        raise NasError("--summary needs --genotype NAME_OR_FILE")
-    genotype = load_genotype(config.model.genotype)
+    baseline = config.model.baseline
+    if config.model.genotype is None and baseline is None:
+        raise NasError("--summary needs --genotype NAME_OR_FILE or --model NAME")
+    genotype = None if baseline else load_genotype(config.model.genotype)
     if args.image_size is not None and not 1 <= args.image_size <= _SUMMARY_MAX_IMAGE:
         raise NasError(
             f"--image-size must be 1 to {_SUMMARY_MAX_IMAGE} pixels (the summary runs one "
@@ -154,6 +176,7 @@ def _summary(args: argparse.Namespace) -> int:
         )
     image_size = args.image_size or NETWORK_DEFAULTS[config.model.network][2]
     in_channels, num_classes = 3, 1000 if config.model.network == "imagenet" else 10
+    data = None
     dims = 2
     if named:  # a dataset chosen by flag, --config or --set: its shape
         if config.data.name == "cifar10":  # known without reading the files
@@ -165,10 +188,12 @@ def _summary(args: argparse.Namespace) -> int:
             in_channels, num_classes, size = data.in_channels, data.num_classes, data.image_size
             dims = data.dims
         image_size = args.image_size or size
-    spec = model_spec(config, genotype, in_channels, num_classes, image_size, dims=dims)
+    spec = model_spec(config, genotype, in_channels, num_classes, image_size, data, dims=dims)
     input_shape = (in_channels, image_size) if dims == 1 else (in_channels, image_size, image_size)
     network = build_network(spec)
     params = count_parameters(network)
+    if baseline is not None:
+        return _baseline_summary(args, spec, params)
     summary = {
         "genotype": config.model.genotype,
         "network": config.model.network,
@@ -193,5 +218,26 @@ def _summary(args: argparse.Namespace) -> int:
         f"{summary['params_auxiliary']:,})\n"
         f"multiply-adds: {summary['mult_adds']:,} ({summary['mult_adds'] / 1e6:.1f}M; conv and "
         f"linear layers, one {'signal' if dims == 1 else 'image'})"
+    )
+    return 0
+
+
+def _baseline_summary(args: argparse.Namespace, spec: dict[str, Any], params: int) -> int:
+    """`nas train --model NAME --summary`: the baseline's input shape and parameters."""
+    from nas.models.baselines import input_shape
+
+    shape = input_shape(spec["in_channels"], spec["image_size"], spec["kind"])
+    summary = {
+        "model": spec["baseline"],
+        "input_shape": list(shape),
+        "num_classes": spec["num_classes"],
+        "params": params,
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(
+        f"{spec['baseline']} baseline, input {'x'.join(map(str, shape))}, "
+        f"{spec['num_classes']} classes\nparameters: {params:,}"
     )
     return 0

@@ -159,7 +159,7 @@ def from_arrays(
 
 
 # The loaders and the built-in datasets (which register themselves) use the definitions above.
-from nas.data import cifar10, digits, folder, npz, synthetic, tabular  # noqa: E402, F401
+from nas.data import cifar10, digits, folder, mnist1d, npz, synthetic, tabular  # noqa: E402, F401
 from nas.data.cifar10 import Cifar10Options  # noqa: E402
 from nas.data.folder import FolderOptions  # noqa: E402
 from nas.data.loading import (  # noqa: E402

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -32,11 +32,11 @@ class Strategy:
 
     The search task builds the strategy once with the network (already on its device), the
     runtime (its process group) and the budget (`epochs` of `steps_per_epoch` steps), calls
-    `step` once per training step, `end_epoch` after each epoch, and `genotype` whenever it
-    needs the current result; the search stops early once `finished()` is true, with the note
-    `stop_reason`. `state_dict` must hold everything the strategy owns (optimisers, schedules,
-    sampling state), so a resumed search continues exactly. `self.options` is the strategy's own
-    options object (`config.options`, or its registered defaults).
+    `step` once per training step, `select` then `end_epoch` after each epoch, and `genotype`
+    whenever it needs the current result; the search stops early once `finished()` is true, with
+    the note `stop_reason`. `state_dict` must hold everything the strategy owns (optimisers,
+    schedules, sampling state), so a resumed search continues exactly. `self.options` is the
+    strategy's own options object (`config.options`, or its registered defaults).
 
     The strategy also decides how the supernet mixes the ops of each edge: the constructor
     installs `mix` as the network's mixing hook, which the network calls at the start of every
@@ -93,6 +93,14 @@ class Strategy:
     def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
         """One search step; returns the training loss and accuracy counts of the weight step."""
         raise NotImplementedError
+
+    def select(self, val_accuracy: Callable[[], float]) -> None:
+        """Called after each epoch's steps, before the search task evaluates the supernet.
+        `val_accuracy()` evaluates the supernet as it is (eval mode, with the mix `mix` gives
+        then) on the whole validation split and returns its accuracy, the same on every rank;
+        a strategy that keeps the best of several candidates calls it once per candidate.
+        Default: nothing.
+        """
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Advance schedules after `epoch`; return scalars for the epoch's metrics."""

@@ -5,16 +5,15 @@ Every step trains the shared weights on one architecture drawn uniformly at rand
 picks `edges_per_node` of its inputs and one non-`none` op on each, as a genotype would; every
 other op weighs exactly 0 and does not run. The alphas are not trained.
 
-The result is the best of a fixed pool of `pool_size` random architectures, scored with the shared
-weights: after its weight update, step t scores pool member t mod K on the step's validation
-batch (forward only). At the end of each epoch the counts are summed over the ranks, and every
-member scored in that epoch takes that epoch's validation accuracy as its score. The genotype is
-the member with the best score (the first on a tie); evaluation runs that member too.
+After the shared training (the last epoch's steps), `pool_size` random architectures, drawn once
+before the first step, are ranked with the final shared weights by their accuracy on the whole
+validation split; the genotype is the best of them (the first on a tie), and evaluation runs it.
+Until then the genotype is the pool's first member, unranked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,7 @@ Cell = list[int | None]
 class RandomWsOptions(Options):
     """Random search with weight sharing's settings."""
 
-    # K: random architectures scored during the search; the genotype is the best of them.
+    # K: random architectures ranked after the shared training; the genotype is the best.
     pool_size: int = 20
 
     def checks(self) -> list[tuple[bool, str]]:
@@ -74,9 +73,7 @@ class RandomWeightSharing(Darts):
         self.pool = [self._sample(generator) for _ in range(self.options.pool_size)]
         self.architecture = self.pool[0]  # the one the training forward passes run
         self.scores: list[float | None] = [None] * len(self.pool)
-        # This epoch's (correct, count) per pool member, on this rank; summed in end_epoch.
-        device = network.alpha_normal.device
-        self.pending = torch.zeros(len(self.pool), 2, dtype=torch.float64, device=device)
+        self.ranking: int | None = None  # the pool member an evaluation runs while ranking
 
     def _sample(self, generator: torch.Generator) -> list[Cell]:
         """A uniformly random architecture: a (normal, reduce) pair of cells."""
@@ -99,34 +96,37 @@ class RandomWeightSharing(Darts):
         return -max(scored)[1] if scored else 0
 
     def mix(self, alphas: Sequence[torch.Tensor], pruned: Sequence[torch.Tensor]) -> list[Mix]:
-        """The sampled architecture in training, the best pool member in evaluation."""
-        cells = self.architecture if self.network.training else self.pool[self.best()]
+        """The sampled architecture in training; in evaluation the member being ranked, else
+        the best pool member."""
+        if self.network.training:
+            cells = self.architecture
+        else:
+            cells = self.pool[self.best() if self.ranking is None else self.ranking]
         num_ops = len(self.network.space.ops)
         return [one_hot_mix(cell, num_ops, alpha.device) for cell, alpha in zip(cells, alphas)]
 
     def step(self, train_batch: Batch, val_batch: Batch) -> StepResult:
+        """One weight step on a fresh random architecture (the validation batch is not used)."""
         self.network.train()
         self.architecture = self._sample(self.sampler(self.steps))
-        result = self.weight_step(train_batch)
-        member = self.steps % len(self.pool)
-        self.architecture = self.pool[member]
-        images, labels = val_batch
-        with torch.no_grad():
-            correct = (self.network(images).argmax(dim=1) == labels).sum()
-        self.pending[member, 0] += correct
-        self.pending[member, 1] += len(labels)
         self.steps += 1
-        return result
+        return self.weight_step(train_batch)
+
+    def select(self, val_accuracy: Callable[[], float]) -> None:
+        """Once the shared training is over, score every pool member with the final weights."""
+        if self.steps < self.epochs * self.steps_per_epoch:
+            return
+        try:
+            for member in range(len(self.pool)):
+                self.ranking = member
+                self.scores[member] = val_accuracy()
+        finally:
+            self.ranking = None
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
-        totals = self.runtime.sum(self.pending.flatten().tolist())
-        for member in range(len(self.pool)):
-            correct, count = totals[2 * member], totals[2 * member + 1]
-            if count:
-                self.scores[member] = correct / count
-        self.pending.zero_()
         record = super().end_epoch(epoch)
-        record["pool_best_acc"] = self.scores[self.best()] or 0.0
+        if self.scores[self.best()] is not None:
+            record["pool_best_acc"] = self.scores[self.best()]
         return record
 
     def genotype(self) -> Genotype:
@@ -145,11 +145,9 @@ class RandomWeightSharing(Darts):
             "seed": self.seed,
             "pool": self.pool,
             "scores": self.scores,
-            "pending": self.pending.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.steps, self.seed = state["steps"], state["seed"]
         self.pool, self.scores = state["pool"], state["scores"]
-        self.pending.copy_(state["pending"])

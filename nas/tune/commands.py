@@ -63,9 +63,7 @@ def _train() -> TunableCommand:
     from nas.config import TrainConfig
 
     def metrics(tune: TuneConfig) -> tuple[str, ...]:
-        if tune.holdout > 0:
-            return ("val_acc", "val_loss", "best_val_acc", *TRAIN_METRICS)
-        return ("test_acc", "test_loss", "best_test_acc", *TRAIN_METRICS)
+        return ("val_acc", "val_loss", "best_val_acc", *TRAIN_METRICS)
 
     return TunableCommand(
         TrainConfig, metrics, _build_train, reproduce="nas train --config best.yaml"
@@ -94,9 +92,9 @@ def _build_train(config: Any, runtime: Any, run_dir: Path, tune: TuneConfig) -> 
             "...), a genotype.json or a search run directory"
         )
     genotype = load_genotype(config.model.genotype)
-    if tune.holdout > 0:  # select on held-out training data, not on the test split
+    if tune.holdout > 0:  # select on held-out training data, never on the test split
         task = holdout_train_task(config, genotype, runtime, tune.holdout)
-    else:
+    else:  # the config's own validation split (train.val_fraction)
         task = TrainTask(config, genotype, runtime)
     if runtime.is_main:
         genotype.save(run_dir / "genotype.json")

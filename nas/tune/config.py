@@ -77,7 +77,8 @@ class TuneConfig:
     """Study settings (the `tune:` section).
 
     `metric` defaults to the command's val_acc (search: the alpha split; train: the `holdout`
-    fraction of the training split, or test_acc with holdout 0); `direction` defaults to minimize
+    fraction of the training split, or the config's train.val_fraction with holdout 0; never the
+    test split); `direction` defaults to minimize
     for a metric ending in `loss`, else maximize. ASHA and Hyperband count epochs: `min_epochs` is
     the first rung, `reduction_factor` the ratio between rungs.
     """

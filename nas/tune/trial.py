@@ -100,6 +100,8 @@ def run_trial(
     seed_everything(config.run.seed)
     if runtime.is_main:
         write_marker(run_dir, tune.command)  # a run of that command, as `nas COMMAND` makes
-        write_config(config, run_dir, runtime.world_size)
+    # built first: a train trial's validation split (tune.holdout) is part of its config
     task = command.build(config, runtime, run_dir, tune)
+    if runtime.is_main:
+        write_config(config, run_dir, runtime.world_size)
     return engine_epochs(task, runtime, run_dir, config.run.epochs, epoch_hooks=[reporter])
