@@ -209,18 +209,20 @@ class Darts(Strategy):
 
 
 def perturb_mix(mix: Mix, pruned: torch.Tensor, epsilon: float, generator: torch.Generator) -> Mix:
-    """SDARTS-RS (Chen and Hsieh 2020): `mix.weights` + delta, delta ~ U[-epsilon,
-    epsilon] drawn from `generator` independently for every op of every edge. Pruned ops
-    (`pruned` >= 0) keep their weight 0. Only for dense mixes, where every live op runs.
+    """SDARTS-RS (Chen and Hsieh 2020): `mix.weights` + delta, delta ~ U[-epsilon, epsilon]
+    independently for every op of every edge, a function of the state of the CPU generator
+    `generator` (which it advances) and the device type. Pruned ops (`pruned` >= 0) keep their
+    weight 0. Only for dense mixes, where every live op runs.
     """
     if mix.active is not None:
         raise ValueError("op-weight noise needs a dense mix: a sampled mix runs only chosen ops")
     weights = mix.weights
-    # Drawn on the CPU: the generator's stream is the same on every device.
-    delta = torch.empty(weights.shape, dtype=weights.dtype).uniform_(
-        -epsilon, epsilon, generator=generator
-    )
-    delta = delta.to(weights.device).masked_fill(pruned >= 0, 0.0)
+    # Drawn on the weights' device by a generator seeded from `generator`: a host-to-device copy
+    # of noise drawn on the CPU would wait for the device to finish its queued work every step.
+    seed = int(torch.randint(2**62, (), generator=generator))
+    on_device = torch.Generator(weights.device).manual_seed(seed)
+    delta = torch.empty_like(weights).uniform_(-epsilon, epsilon, generator=on_device)
+    delta = delta.masked_fill(pruned >= 0, 0.0)
     return Mix(weights + delta)
 
 
