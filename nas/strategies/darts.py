@@ -153,12 +153,13 @@ class Darts(Strategy):
         weights = self.network.weight_parameters()
         self.weight_optimizer.zero_grad(set_to_none=True)
         step, self.weight_steps = self.weight_steps, self.weight_steps + 1
+        hook = self.network.mixing
         if self.alpha_noise > 0:
             self.network.mixing = self.noisy_mixing(step)
         try:
             logits = self.model(images)
         finally:  # the alpha step and evaluation mix without noise
-            self.network.mixing = self.mix
+            self.network.mixing = hook
         loss = F.cross_entropy(logits, labels)
         # A plain backward (DDP's gradient hooks miss parameters under backward(inputs=...)); the
         # alpha gradients it computes are dropped, alpha_step computes its own.
