@@ -3,8 +3,6 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from nas.config import StrategyConfig
 from nas.data import loader
 from nas.runtime.dist import Runtime
 from nas.strategies import STRATEGIES
-from tests.conftest import run_nas, tiny_network
+from tests.conftest import TINY_DATA, assert_refused, run_nas, tiny_network
 
 pytestmark = pytest.mark.slow
 
@@ -162,56 +160,12 @@ def test_shards_of_a_step_make_the_one_process_batch() -> None:
     assert sorted(torch.cat(evaluated).tolist()) == list(range(103))
 
 
-def test_nproc_per_node_2_search_writes_one_run_directory(tmp_path) -> None:
-    run = tmp_path / "run"
-    args = [
-        "search",
-        "--nproc-per-node",
-        "2",
-        "--strategy",
-        "darts",
-        "--dataset",
-        "digits",
-        "--space",
-        "tiny",
-        "--layers",
-        "3",
-        "--channels",
-        "4",
-        "--batch-size",
-        "32",
-        "--epochs",
-        "2",
-        "--out",
-        str(run),
-    ]
-    result = subprocess.run(
-        [sys.executable, "-m", "nas", *args], capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "world_size: 2" in (run / "config.yaml").read_text()
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in rows] == [1, 2]  # written once, by rank 0
-    assert result.stdout.count("genotype:") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-    assert len(list((run / "tb").iterdir())) == 1  # one event file
-    # Resuming on another number of processes would change the global batch: refused.
-    resumed = subprocess.run(
-        [sys.executable, "-m", "nas", "search", "--out", str(run), "--resume"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 2
-    assert "resume it with --nproc-per-node 2" in resumed.stderr
-
-
+# A search on two processes, 4 steps per epoch per rank (64 search-training samples, batch 8).
 RESTART_ARGS = [
     "search",
     "--nproc-per-node",
     "2",
-    "--dataset",
-    "digits",
+    *TINY_DATA,
     "--space",
     "tiny",
     "--layers",
@@ -219,7 +173,7 @@ RESTART_ARGS = [
     "--channels",
     "4",
     "--batch-size",
-    "32",
+    "8",
     "--epochs",
     "3",
     "--seed",
@@ -227,15 +181,37 @@ RESTART_ARGS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory) -> tuple:
+    """The RESTART_ARGS search, uninterrupted: (its folder's parent, the finished process)."""
+    parent = tmp_path_factory.mktemp("two")
+    result = run_nas(*RESTART_ARGS, "--out", str(parent / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return parent, result
+
+
+def test_nproc_per_node_2_search_writes_one_run_directory(two_process_run) -> None:
+    parent, result = two_process_run
+    run = parent / "run"
+    assert "world_size: 2" in (run / "config.yaml").read_text()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]  # written once, by rank 0
+    assert result.stdout.count("genotype:") == 1
+    assert sorted(p.name for p in parent.iterdir()) == ["run"]
+    assert len(list((run / "tb").iterdir())) == 1  # one event file
+    # Resuming on another number of processes would change the global batch: refused.
+    resume = ("search", "--out", str(run), "--resume")
+    assert_refused(*resume, cwd=parent, contains="resume it with --nproc-per-node 2")
+
+
 def _final_state(run) -> dict:
     return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]["network"]
 
 
-def test_a_killed_worker_is_restarted_and_resumes_to_the_same_end(tmp_path) -> None:
-    whole, faulty = tmp_path / "whole", tmp_path / "faulty"
-    assert run_nas(*RESTART_ARGS, "--out", str(whole)).returncode == 0
-    # 11 steps per epoch per rank: rank 1 dies (SIGKILL) at step 15, in epoch 2.
-    fault = {"NASFORGE_FAULT_STEP": "15", "NASFORGE_FAULT_RANK": "1"}
+def test_a_killed_worker_is_restarted_and_resumes_to_the_same_end(tmp_path, two_process_run):
+    whole, faulty = two_process_run[0] / "run", tmp_path / "faulty"
+    # 4 steps per epoch per rank: rank 1 dies (SIGKILL) at step 6, in epoch 2.
+    fault = {"NASFORGE_FAULT_STEP": "6", "NASFORGE_FAULT_RANK": "1"}
     result = run_nas(*RESTART_ARGS, "--max-restarts", "1", "--out", str(faulty), env=fault)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "exitcode: -9" in result.stderr and "epochs 2..3" in result.stderr  # it resumed

@@ -5,13 +5,14 @@ import signal
 import pytest
 import torch
 
+from nas.cli import main
 from nas.runtime.engine import FAULT_ENV
-from tests.conftest import jsonl_rows, run_nas
+from tests.conftest import TINY_DATA, assert_refused, jsonl_rows, run_nas
 
+# 8 steps per epoch (64 search-training samples, batch 8).
 ARGS = [
     "search",
-    "--dataset",
-    "digits",
+    *TINY_DATA,
     "--space",
     "tiny",
     "--layers",
@@ -19,7 +20,7 @@ ARGS = [
     "--channels",
     "4",
     "--batch-size",
-    "64",
+    "8",
     "--epochs",
     "2",
     "--seed",
@@ -37,9 +38,9 @@ DIAGNOSTICS = ["--set", "collapse.hessian_every=1", "--set", "collapse.hessian_s
 def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, order: str, extra: list) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     args = [*ARGS, "--order", order, *extra]
-    assert run_nas(*args, "--out", str(whole)).returncode == 0
-    # 11 steps per epoch: step 16 is in the middle of epoch 2, after epoch 1's checkpoint.
-    crashed = run_nas(*args, "--out", str(killed), env={FAULT_ENV: "16"})
+    assert main([*args, "--out", str(whole)]) == 0  # in-process: the killed run is the subprocess
+    # 8 steps per epoch: step 12 is in the middle of epoch 2, after epoch 1's checkpoint.
+    crashed = run_nas(*args, "--out", str(killed), env={FAULT_ENV: "12"})
     assert crashed.returncode == -signal.SIGKILL
     assert len(jsonl_rows(killed, "metrics.jsonl")) == 1
     resumed = run_nas("search", "--out", str(killed), "--resume")
@@ -60,6 +61,6 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, order: str, extr
 
 def test_resume_refuses_a_new_epoch_budget(tmp_path) -> None:
     run = tmp_path / "r"
-    assert run_nas(*ARGS, "--epochs", "1", "--out", str(run)).returncode == 0
-    result = run_nas("search", "--out", str(run), "--resume", "--epochs", "2")
-    assert result.returncode == 2 and "changes run.epochs" in result.stderr
+    assert main([*ARGS, "--epochs", "1", "--out", str(run)]) == 0
+    resume = ("search", "--out", str(run), "--resume", "--epochs", "2")
+    assert_refused(*resume, cwd=tmp_path, contains="changes run.epochs")
