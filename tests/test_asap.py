@@ -241,17 +241,17 @@ ARGS = [
 
 
 @pytest.mark.slow
-def test_killed_after_pruning_and_resumed_matches_uninterrupted(tmp_path) -> None:
+def test_killed_after_pruning_and_resumed_matches_uninterrupted(tmp_path, capsys) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = run_nas(*ARGS, "--out", str(whole))
-    assert done.returncode == 0, done.stderr
+    assert main([*ARGS, "--out", str(whole)]) == 0  # in-process: the killed run is the subprocess
+    progress = capsys.readouterr().err
     rows = jsonl_rows(whole, "metrics.jsonl")
     # Pruning is under way at the epoch-2 checkpoint and done (one op per edge) at the end.
     assert rows[0]["ops_remaining"] > rows[1]["ops_remaining"] > rows[2]["ops_remaining"] == 10
     assert rows[2]["temperature"] == pytest.approx(0.03)
     assert rows[2]["threshold"] == pytest.approx(0.5)
     assert all(math.isfinite(row["temperature"]) for row in rows)
-    assert "T=" in done.stderr and "ops=" in done.stderr  # the progress bar shows T and ops
+    assert "T=" in progress and "ops=" in progress  # the progress bar shows T and ops
 
     # 22 steps per epoch: step 50 is in epoch 3, after the (pruned) epoch-2 checkpoint.
     crashed = run_nas(*ARGS, "--out", str(killed), env={FAULT_ENV: "50"})
