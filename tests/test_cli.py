@@ -9,8 +9,9 @@ import yaml
 
 from nas.cli import main
 from nas.genotype import Genotype
+from tests.conftest import TINY_DATA
 
-SMALL = ["--dataset", "digits", "--layers", "3", "--channels", "4", "--batch-size", "32"]
+SMALL = [*TINY_DATA, "--layers", "3", "--channels", "4", "--batch-size", "8"]
 
 
 def _run(tmp_path, *extra: str, out: str = "run") -> int:
