@@ -1,9 +1,15 @@
-"""Pictures of genotype cells (networkx layout, matplotlib rendering; matplotlib is optional)."""
+"""Pictures of genotype cells (matplotlib, optional) and the text `nas show` prints.
+
+A cell's states are numbered as the genotype notation and `concat` number them: states 0 and 1 are
+the cell's inputs c[k-2] and c[k-1] (the outputs of the two previous cells), states 2.. its
+intermediate nodes; c[k], the cell's output, concatenates the states in `concat`.
+"""
 
 from __future__ import annotations
 
-import math
+import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,62 +21,102 @@ from nas.spaces import NUM_INPUT_NODES
 
 _warned = False
 
+# The cell's inputs as the DARTS paper names them.
+INPUT_NAMES = ("c[k-2]", "c[k-1]")
 
-def _state_name(index: int) -> str:
-    return ("c[k-2]", "c[k-1]")[index] if index < NUM_INPUT_NODES else str(index - NUM_INPUT_NODES)
+# Arc diagram geometry, in data units (one unit between neighbouring states, drawn at _UNIT_INCHES).
+# An op edge from state s to state t is an arc above the line whose apex, where its label sits, is
+# at x = (s + t) / 2 and height _RISE * (t - s): no two edges share an apex, labels of edges of the
+# same span are at least one unit apart, and labels of different spans _RISE apart in height.
+_RISE = 0.42
+_DROP = 0.22  # the grey concat arcs below the line, unlabelled
+_RADIUS = 0.25
+_UNIT_INCHES = 1.3
+_DPI = 100
+_FONT = 10  # points: 14 px at _DPI
 
 
-def _draw_cell(ax: object, cell: CellGenotype, title: str) -> None:
-    import networkx as nx
-
-    graph = nx.DiGraph()
-    labels = {}
-    for node, edges in enumerate(cell.nodes):
-        target = NUM_INPUT_NODES + node
-        for edge in edges:
-            graph.add_edge(edge.input, target)
-            labels[(edge.input, target)] = edge.op
-    output = NUM_INPUT_NODES + len(cell.nodes)
-    for index in cell.concat:
-        graph.add_edge(index, output)
-    # States in index order on a half ellipse: an edge is a chord of a convex curve, so it never
-    # passes through another node.
-    order = sorted(graph.nodes)
-    positions = {
-        index: (
-            -math.cos(math.pi * k / (len(order) - 1)),
-            0.8 * math.sin(math.pi * k / (len(order) - 1)),
-        )
-        for k, index in enumerate(order)
-    }
-    names = {i: _state_name(i) for i in graph.nodes}
-    names[output] = "c[k]"
-    colors = [
-        "#9ecae1" if i < NUM_INPUT_NODES else "#fdd0a2" if i == output else "#c7e9c0" for i in graph
-    ]
-    op_edges = list(labels)
-    concat_edges = [(index, output) for index in cell.concat]
-    nx.draw_networkx_nodes(graph, positions, ax=ax, node_color=colors, node_size=800)
-    nx.draw_networkx_labels(graph, positions, labels=names, ax=ax, font_size=8)
-    for edges, color in ((op_edges, "#333333"), (concat_edges, "#bbbbbb")):
-        nx.draw_networkx_edges(
-            graph, positions, edgelist=edges, ax=ax, arrowsize=10, edge_color=color, node_size=800
-        )
-    nx.draw_networkx_edge_labels(
-        graph,
-        positions,
-        edge_labels=labels,
-        ax=ax,
-        font_size=7,
-        label_pos=0.4,
-        bbox={"alpha": 0.85, "color": "white", "pad": 0.1},
+def state_legend(num_nodes: int) -> str:
+    """One line that explains the numbering of a cell's states."""
+    last = NUM_INPUT_NODES + num_nodes - 1
+    nodes = f"{NUM_INPUT_NODES}..{last}" if num_nodes > 1 else str(last)
+    return (
+        f"states 0, 1: the cell's inputs {INPUT_NAMES[0]}, {INPUT_NAMES[1]}; "
+        f"{nodes}: its intermediate nodes; c[k]: the output, the concat of the states named there"
     )
-    ax.set_title(title)
+
+
+def _extent(genotype: Genotype) -> tuple[float, float]:
+    """(bottom, top) of both cells' drawings: the widest concat arc below the states (and the
+    input names), the widest op edge's label above."""
+    cells = [genotype.cell(kind) for kind in CELL_KINDS]
+    op_span = max(
+        NUM_INPUT_NODES + node - edge.input
+        for cell in cells
+        for node, edges in enumerate(cell.nodes)
+        for edge in edges
+    )
+    output = NUM_INPUT_NODES + len(genotype.normal.nodes)
+    concat_span = max(output - state for cell in cells for state in cell.concat)
+    return -max(_DROP * concat_span, _RADIUS + 0.3) - 0.1, _RISE * op_span + 0.25
+
+
+def _draw_cell(ax: object, cell: CellGenotype, title: str, extent: tuple[float, float]) -> None:
+    from matplotlib.patches import Circle, FancyArrowPatch
+
+    output = NUM_INPUT_NODES + len(cell.nodes)
+    circles = {}
+    for state in range(output + 1):
+        color = "#9ecae1" if state < NUM_INPUT_NODES else "#c7e9c0"
+        circles[state] = Circle((state, 0), _RADIUS, color="#fdd0a2" if state == output else color)
+        ax.add_patch(circles[state])
+        name = "c[k]" if state == output else str(state)
+        ax.text(state, 0, name, ha="center", va="center", fontsize=_FONT, zorder=4)
+    for state, name in enumerate(INPUT_NAMES):
+        ax.text(state, -_RADIUS - 0.08, name, ha="center", va="top", fontsize=_FONT - 1)
+    labels: dict[tuple[int, int], list[str]] = {}
+    for node, edges in enumerate(cell.nodes):
+        for edge in edges:
+            labels.setdefault((edge.input, NUM_INPUT_NODES + node), []).append(edge.op)
+    arcs = [(pair, _RISE, "#333333") for pair in labels]
+    arcs += [((state, output), -_DROP, "#bbbbbb") for state in cell.concat]
+    for (source, target), rise, color in arcs:
+        # arc3 bends by `rad` times the chord, in display units; equal aspect keeps it in data
+        # units too, and a quadratic Bezier's apex is half its control point's height.
+        ax.add_patch(
+            FancyArrowPatch(
+                (source, 0),
+                (target, 0),
+                connectionstyle=f"arc3,rad={-2 * rise}",
+                arrowstyle="-|>",
+                mutation_scale=14,
+                color=color,
+                patchA=circles[source],
+                patchB=circles[target],
+                zorder=2,
+            )
+        )
+    for (source, target), ops in labels.items():
+        ax.text(
+            (source + target) / 2,
+            _RISE * (target - source),
+            "\n".join(ops),
+            ha="center",
+            va="center",
+            fontsize=_FONT,
+            zorder=3,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9, "pad": 1.5},
+        )
+    ax.set_xlim(-0.6, output + 0.6)
+    ax.set_ylim(*extent)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=_FONT + 2)
     ax.axis("off")
 
 
 def genotype_figure(genotype: Genotype) -> object:
-    """A matplotlib Figure (Agg canvas, no pyplot state) with the normal and the reduction cell.
+    """A matplotlib Figure (Agg canvas, no pyplot state): the normal cell above the reduction
+    cell, each as an arc diagram of its states, and the numbering's legend.
 
     Raises NasError without matplotlib.
     """
@@ -78,23 +124,36 @@ def genotype_figure(genotype: Genotype) -> object:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(12, 4.5), dpi=80)
+    num_nodes = len(genotype.normal.nodes)
+    states = NUM_INPUT_NODES + num_nodes + 1
+    bottom, top = extent = _extent(genotype)
+    width = _UNIT_INCHES * (states + 0.2)
+    height = 2 * (_UNIT_INCHES * (top - bottom) + 0.4) + 0.5  # + titles and the legend
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2)
+    axes = figure.subplots(2, 1)
     for ax, kind in zip(axes, CELL_KINDS):
-        _draw_cell(ax, genotype.cell(kind), f"{kind} cell")
-    figure.tight_layout()
+        _draw_cell(ax, genotype.cell(kind), f"{kind} cell", extent)
+    figure.supxlabel(
+        textwrap.fill(state_legend(num_nodes), 70), fontsize=_FONT - 1, color="#444444"
+    )
     return figure
 
 
 def genotype_picture(genotype: Genotype) -> np.ndarray | None:
     """The cells as an RGB array (HWC, uint8), or None (with one warning) without matplotlib."""
+    return picture(lambda: genotype_figure(genotype), "the genotype as text only")
+
+
+def picture(make_figure: Callable[[], object], instead: str) -> np.ndarray | None:
+    """`make_figure()` rendered to an RGB array (HWC, uint8); None without matplotlib, with one
+    warning per process that TensorBoard gets `instead`."""
     global _warned
     try:
-        figure = genotype_figure(genotype)
+        figure = make_figure()
     except NasError as err:
         if not _warned:
-            warnings.warn(f"{err}; TensorBoard gets the genotype as text only", stacklevel=2)
+            warnings.warn(f"{err}; TensorBoard gets {instead}", stacklevel=3)
             _warned = True
         return None
     figure.canvas.draw()
@@ -104,13 +163,14 @@ def genotype_picture(genotype: Genotype) -> np.ndarray | None:
 def describe_genotype(genotype: Genotype) -> str:
     """A text summary: each node's inputs and ops, the concat, and the CIFAR network's size."""
     lines = [f"genotype (space {genotype.space}): {genotype.to_notation()}"]
+    lines.append(state_legend(len(genotype.normal.nodes)))
     for kind in CELL_KINDS:
         cell = genotype.cell(kind)
         lines.append(f"{kind} cell:")
         for node, edges in enumerate(cell.nodes):
-            terms = " + ".join(f"{e.op}({_state_name(e.input)})" for e in edges)
-            lines.append(f"  node {node} = {terms}")
-        lines.append(f"  output = concat({', '.join(_state_name(i) for i in cell.concat)})")
+            terms = " + ".join(f"{edge.op}({edge.input})" for edge in edges)
+            lines.append(f"  state {NUM_INPUT_NODES + node} = {terms}")
+        lines.append(f"  c[k] = concat({', '.join(str(state) for state in cell.concat)})")
     from nas.config import NETWORK_DEFAULTS
     from nas.models import CifarNetwork, count_parameters
 

@@ -187,14 +187,14 @@ def test_show_prints_and_draws_both_cells(tmp_path) -> None:
     for text in (
         "normal cell:",
         "reduce cell:",
-        "node 3 = skip_connect(c[k-2]) + dil_conv_3x3(0)",
+        "state 5 = skip_connect(0) + dil_conv_3x3(2)",
         "3.35M parameters",
     ):
         assert text in result.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from matplotlib.image import imread
 
-    assert imread(out).shape[1] > imread(out).shape[0]  # two cells side by side
+    assert imread(out).shape[0] > imread(out).shape[1]  # the normal cell above the reduce cell
     bad = run_nas("show", "DARTS_V2", "--out", str(tmp_path / "cells.svg"))
     assert bad.returncode == 2 and "PNG" in bad.stderr
 
