@@ -11,6 +11,7 @@ import textwrap
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,11 +66,9 @@ def _draw_cell(ax: object, cell: CellGenotype, title: str, extent: tuple[float, 
     from matplotlib.patches import Circle, FancyArrowPatch
 
     output = NUM_INPUT_NODES + len(cell.nodes)
-    circles = {}
     for state in range(output + 1):
         color = "#9ecae1" if state < NUM_INPUT_NODES else "#c7e9c0"
-        circles[state] = Circle((state, 0), _RADIUS, color="#fdd0a2" if state == output else color)
-        ax.add_patch(circles[state])
+        ax.add_patch(Circle((state, 0), _RADIUS, color="#fdd0a2" if state == output else color))
         name = "c[k]" if state == output else str(state)
         ax.text(state, 0, name, ha="center", va="center", fontsize=_FONT, zorder=4)
     for state, name in enumerate(INPUT_NAMES):
@@ -91,8 +90,9 @@ def _draw_cell(ax: object, cell: CellGenotype, title: str, extent: tuple[float, 
                 arrowstyle="-|>",
                 mutation_scale=14,
                 color=color,
-                patchA=circles[source],
-                patchB=circles[target],
+                # end at the circles; shrinking by points is far cheaper than clipping to them
+                shrinkA=_RADIUS * _UNIT_INCHES * 72,
+                shrinkB=_RADIUS * _UNIT_INCHES * 72,
                 zorder=2,
             )
         )
@@ -107,7 +107,7 @@ def _draw_cell(ax: object, cell: CellGenotype, title: str, extent: tuple[float, 
             zorder=3,
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9, "pad": 1.5},
         )
-    ax.set_xlim(-0.6, output + 0.6)
+    ax.set_xlim(-1.1, output + 1.1)
     ax.set_ylim(*extent)
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=_FONT + 2)
@@ -125,37 +125,50 @@ def genotype_figure(genotype: Genotype) -> object:
     from matplotlib.figure import Figure
 
     num_nodes = len(genotype.normal.nodes)
-    states = NUM_INPUT_NODES + num_nodes + 1
     bottom, top = extent = _extent(genotype)
-    width = _UNIT_INCHES * (states + 0.2)
-    height = 2 * (_UNIT_INCHES * (top - bottom) + 0.4) + 0.5  # + titles and the legend
-    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    # Inches; a fixed layout, as matplotlib's automatic ones take a second or more to compute.
+    cell_width = _UNIT_INCHES * (NUM_INPUT_NODES + num_nodes + 2.2)
+    cell_height, title, legend = _UNIT_INCHES * (top - bottom), 0.4, 0.6
+    width, height = cell_width, 2 * (title + cell_height) + legend
+    figure = Figure(figsize=(width, height), dpi=_DPI)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(2, 1)
-    for ax, kind in zip(axes, CELL_KINDS):
+    for index, kind in enumerate(CELL_KINDS):
+        y = 1 - (index + 1) * (title + cell_height) / height
+        ax = figure.add_axes((0, y, 1, cell_height / height))
         _draw_cell(ax, genotype.cell(kind), f"{kind} cell", extent)
-    figure.supxlabel(
-        textwrap.fill(state_legend(num_nodes), 70), fontsize=_FONT - 1, color="#444444"
+    figure.text(
+        0.5,
+        0.15 / height,
+        textwrap.fill(state_legend(num_nodes), 70),
+        ha="center",
+        va="bottom",
+        fontsize=_FONT - 1,
+        color="#444444",
     )
     return figure
 
 
 def genotype_picture(genotype: Genotype) -> np.ndarray | None:
     """The cells as an RGB array (HWC, uint8), or None (with one warning) without matplotlib."""
-    return picture(lambda: genotype_figure(genotype), "the genotype as text only")
+    figure = figure_or_none(lambda: genotype_figure(genotype), "the genotype as text only")
+    return None if figure is None else figure_pixels(figure)
 
 
-def picture(make_figure: Callable[[], object], instead: str) -> np.ndarray | None:
-    """`make_figure()` rendered to an RGB array (HWC, uint8); None without matplotlib, with one
-    warning per process that TensorBoard gets `instead`."""
+def figure_or_none(make_figure: Callable[[], Any], instead: str) -> Any | None:
+    """`make_figure()`, or None without matplotlib, with one warning per process that TensorBoard
+    gets `instead`."""
     global _warned
     try:
-        figure = make_figure()
+        return make_figure()
     except NasError as err:
         if not _warned:
             warnings.warn(f"{err}; TensorBoard gets {instead}", stacklevel=3)
             _warned = True
         return None
+
+
+def figure_pixels(figure: Any) -> np.ndarray:
+    """A Figure with an Agg canvas rendered to an RGB array (HWC, uint8)."""
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
@@ -191,15 +204,17 @@ def save_genotype_png(genotype: Genotype, path: Path) -> None:
             f"--out {path} already exists and is not a drawing nasforge made; nasforge does not "
             "replace it: choose another file name"
         )
-    figure = genotype_figure(genotype)
-    from nas.io import atomic_write
-
     try:
-        atomic_write(
-            path, lambda f: figure.savefig(f, format="png", metadata={"Software": _SOFTWARE})
-        )
+        save_png(genotype_figure(genotype), path)
     except OSError as err:
         raise NasError(f"--out {path}: cannot write the drawing ({err})") from None
+
+
+def save_png(figure: Any, path: Path) -> None:
+    """Write a Figure to a PNG file atomically, marked as nasforge's drawing."""
+    from nas.io import atomic_write
+
+    atomic_write(path, lambda f: figure.savefig(f, format="png", metadata={"Software": _SOFTWARE}))
 
 
 # The PNG text chunk that marks a drawing as nasforge's, so a later `nas show --out` may replace it.

@@ -45,7 +45,7 @@ def test_picture_draws_states_at_their_numbers_and_op_labels_over_their_edges() 
     # state 5 = skip_connect(0) + dil_conv_3x3(2): each label at the apex of its edge's arc
     assert at["dil_conv_3x3"] == pytest.approx(((2 + 5) / 2, _RISE * 3))
     assert reduce.get_title() == "reduce cell"
-    assert "states 0, 1" in figure.get_supxlabel()
+    assert "states 0, 1" in figure.texts[0].get_text()  # the legend
 
 
 def test_crowded_cell_labels_are_legible_and_do_not_overlap() -> None:
