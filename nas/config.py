@@ -35,6 +35,7 @@ from nas.yamlfile import parse_yaml
 
 # Integers go to torch as int64 (seeds, sizes, epochs).
 INT64_MAX = 2**63 - 1
+EARLY_STOPS = ("none", "param_free", "eigenvalue")  # collapse.early_stop
 
 
 @dataclass
@@ -96,6 +97,64 @@ class StrategyConfig:
     alpha_weight_decay: float = 1e-3
     # The selected strategy's options (nas/options.py); None: its defaults, filled on validation.
     options: Options | None = None
+
+
+@dataclass
+class CollapseConfig:
+    """The `collapse:` section of a search: diagnostics and guards against a search collapsing to
+    parameter-free ops (nas/collapse.py, docs/collapse.md)."""
+
+    # Every this many epochs, the dominant Hessian eigenvalue of the validation loss w.r.t. the
+    # alphas (R-DARTS). 0: never; it costs about `hessian_iterations` backward passes over
+    # `hessian_samples` validation samples (the record's hessian_seconds says how long).
+    hessian_every: int = 0
+    # The fixed validation subset it is computed on: the first N samples of the validation split.
+    hessian_samples: int = 256
+    # Power-iteration steps (it stops earlier once the estimate changes by less than 1e-4).
+    hessian_iterations: int = 20
+    # P-DARTS (Chen et al. 2019, Sec. 3.3): at most this many skip connections in the derived
+    # normal cell, the weakest others replaced by their edge's next-best op. None: no cap.
+    max_skips: int | None = None
+    # Stop the search when collapse is under way and keep the genotype from before it:
+    # "param_free" (DARTS+), "eigenvalue" (R-DARTS) or "none" (warn only).
+    early_stop: str = "none"
+    # Collapse by the ops: the normal cell's parameter-free ops rise to at least this many
+    # (DARTS+ stops at two skip connections).
+    param_free_limit: int = 2
+    # Collapse by the eigenvalue: its mean over the last `eigenvalue_epochs` epochs exceeds the
+    # mean over the `eigenvalue_epochs` before them by more than 1 / `eigenvalue_ratio`
+    # (R-DARTS: k = 5 epochs, ratio 0.75).
+    eigenvalue_epochs: int = 5
+    eigenvalue_ratio: float = 0.75
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """Range checks, each naming its key."""
+        return [
+            (self.hessian_every >= 0, "collapse.hessian_every must be 0 (off) or more epochs"),
+            (self.hessian_samples >= 1, "collapse.hessian_samples must be at least 1"),
+            (self.hessian_iterations >= 1, "collapse.hessian_iterations must be at least 1"),
+            (
+                self.max_skips is None or self.max_skips >= 0,
+                "collapse.max_skips must be 0 or more (null: no cap)",
+            ),
+            (
+                self.early_stop in EARLY_STOPS,
+                f"collapse.early_stop must be one of {', '.join(EARLY_STOPS)}",
+            ),
+            (self.param_free_limit >= 1, "collapse.param_free_limit must be at least 1"),
+            (self.eigenvalue_epochs >= 1, "collapse.eigenvalue_epochs must be at least 1"),
+            (
+                0 < self.eigenvalue_ratio < 1,
+                "collapse.eigenvalue_ratio must be between 0 and 1 (R-DARTS: 0.75)",
+            ),
+            (
+                self.early_stop != "eigenvalue"
+                or 1 <= self.hessian_every <= self.eigenvalue_epochs,
+                "collapse.early_stop=eigenvalue needs the eigenvalue in every window of "
+                "collapse.eigenvalue_epochs epochs: set collapse.hessian_every to 1 or up to "
+                "collapse.eigenvalue_epochs",
+            ),
+        ]
 
 
 @dataclass
@@ -194,6 +253,7 @@ class Config(_Sections):
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     plugin_sections: ClassVar[dict[str, PluginSection]] = {

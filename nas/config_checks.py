@@ -105,6 +105,7 @@ def check_config(config: _Sections) -> None:
                 strategy.alpha_weight_decay >= 0,
                 "strategy.alpha_weight_decay must be 0 or positive",
             ),
+            *config.collapse.checks(),
         ]
     _raise_first(checks)
     _check_registered("nas.data", "DATASETS", config.data.name)
@@ -113,6 +114,7 @@ def check_config(config: _Sections) -> None:
     if isinstance(config, Config):
         _check_registered("nas.strategies", "STRATEGIES", config.strategy.name)
         _check_supernet(config.model)
+        _check_skip_cap(config)
 
 
 def _check_registered(module: str, registry: str, name: str) -> None:
@@ -129,6 +131,20 @@ def _check_supernet(model: ModelConfig) -> None:
     space = get_space(model.space)
     check_layers(space, model.layers)
     check_partial_channels(space, model.channels, model.partial_channels)
+
+
+def _check_skip_cap(config: Config) -> None:
+    """collapse.max_skips caps a genotype derived from op weights (the base Strategy.genotype)."""
+    from nas.strategies import STRATEGIES, Strategy
+
+    name = config.strategy.name
+    if config.collapse.max_skips is not None and STRATEGIES.get(name).genotype is not (
+        Strategy.genotype
+    ):
+        raise NasError(
+            "collapse.max_skips caps the skip connections of a cell derived from op weights; "
+            f"strategy {name} picks its genotype another way: drop collapse.max_skips"
+        )
 
 
 def _raise_first(checks: list[tuple[bool, str]]) -> None:

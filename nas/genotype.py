@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from nas.spaces import NUM_INPUT_NODES, CellSpace, get_space
 FORMAT = "nasforge.genotype"
 VERSION = 1
 CELL_KINDS = ("normal", "reduce")
+SKIP_CONNECT = "skip_connect"  # the op P-DARTS caps (derive_cell's max_skips)
 # A notation's range(a, b) is expanded only up to this length (a cell has a handful of states).
 MAX_CONCAT = 1000
 
@@ -359,16 +361,43 @@ def _names(names: list[Any]) -> str:
     return "[" + ", ".join(shorten(name) for name in names[:10]) + (", ...]" if names[10:] else "]")
 
 
-def derive_cell(space: CellSpace, weights: torch.Tensor) -> CellGenotype:
+def derive_cell(
+    space: CellSpace, weights: torch.Tensor, max_skips: int | None = None
+) -> CellGenotype:
     """The DARTS rule (Liu et al. 2019, Sec. 2.4) on one cell's op weights (num_edges x num_ops).
 
     For each intermediate node keep the `edges_per_node` incoming edges whose strongest non-`none`
     op weighs most, and on each kept edge the strongest non-`none` op. Ties go to the lower index.
+
+    With `max_skips` (P-DARTS, Chen et al. 2019, Sec. 3.3), while the cell has more skip
+    connections than that, the weakest kept skip connection is struck out and the cell derived
+    again: its edge takes its next-best op, or its node another edge.
     """
     if tuple(weights.shape) != (space.num_edges, len(space.ops)):
         raise ValueError(f"weights of shape {tuple(weights.shape)} do not fit space {space.name!r}")
     candidates = [k for k, op in enumerate(space.ops) if op != "none"]
-    strengths = weights.detach().double().cpu()[:, candidates]
+    strengths = weights.detach().double().cpu()[:, candidates].clone()
+    skip = candidates.index(space.ops.index(SKIP_CONNECT)) if SKIP_CONNECT in space.ops else None
+    while True:
+        cell = _derive_cell(space, strengths, candidates)
+        if max_skips is None or skip is None:
+            return cell
+        skip_edges = [
+            space.edge_index(node, edge.input)
+            for node, edges in enumerate(cell.nodes)
+            for edge in edges
+            if edge.op == SKIP_CONNECT
+        ]
+        # An edge with no other op left keeps its struck skip connection.
+        strikable = [e for e in skip_edges if strengths[e, skip] > -math.inf]
+        if len(skip_edges) <= max_skips or not strikable:
+            return cell
+        weakest = min(strikable, key=lambda e: strengths[e, skip].item())  # ties: first edge
+        strengths[weakest, skip] = -math.inf
+
+
+def _derive_cell(space: CellSpace, strengths: torch.Tensor, candidates: list[int]) -> CellGenotype:
+    """`derive_cell` on the strengths of the non-`none` ops (`candidates`)."""
     nodes = []
     for node in range(space.num_nodes):
         sources = range(NUM_INPUT_NODES + node)
@@ -383,10 +412,13 @@ def derive_cell(space: CellSpace, weights: torch.Tensor) -> CellGenotype:
     return CellGenotype(nodes=tuple(nodes), concat=space.concat)
 
 
-def derive_genotype(space: CellSpace, weights: Sequence[torch.Tensor]) -> Genotype:
-    """Genotype from the (normal, reduce) op-weight matrices, by `derive_cell`."""
+def derive_genotype(
+    space: CellSpace, weights: Sequence[torch.Tensor], max_skips: int | None = None
+) -> Genotype:
+    """Genotype from the (normal, reduce) op-weight matrices, by `derive_cell`; `max_skips` caps
+    the normal cell's skip connections (P-DARTS caps the normal cell only)."""
     normal, reduce = weights
-    return Genotype(space.name, derive_cell(space, normal), derive_cell(space, reduce))
+    return Genotype(space.name, derive_cell(space, normal, max_skips), derive_cell(space, reduce))
 
 
 def load_genotype(name_or_path: str) -> Genotype:

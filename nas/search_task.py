@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 
+from nas.collapse import CollapseWatch, cell_counts, dominant_eigenvalue, mean_entropy
 from nas.config import Config
 from nas.data import (
     batches_per_epoch,
@@ -70,9 +72,12 @@ class SearchTask(Task):
         self.network.use_fast_path(config.model.path == "fast")
         runtime.prepare(self.network)  # SyncBatchNorm in place, if asked for
         strategy_class = STRATEGIES.get(config.strategy.name)
+        self.network.max_skips = config.collapse.max_skips
         self.strategy = strategy_class(
             self.network, config.strategy, config.run.epochs, self.steps_per_epoch(), runtime
         )
+        self.collapse = CollapseWatch(config.collapse)
+        self.warnings: list[str] = []  # the last epoch's collapse warnings, printed by log_epoch
 
     def steps_per_epoch(self) -> int:
         world = self.runtime.world_size
@@ -136,19 +141,54 @@ class SearchTask(Task):
         return self.runtime.sum(sums)
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
-        return self.strategy.end_epoch(epoch)
+        record = self.strategy.end_epoch(epoch)
+        record.update(self._diagnostics(epoch + 1))
+        return record
+
+    def _diagnostics(self, step: int) -> dict[str, float]:
+        """The collapse indicators after epoch `step` (nas/collapse.py), fed to the watch."""
+        current = self.strategy.genotype()
+        record: dict[str, float] = dict(cell_counts(current))
+        for kind, weights in zip(CELL_KINDS, self.network.op_weights()):
+            record[f"entropy_{kind}"] = mean_entropy(weights)
+        settings, eigenvalue = self.config.collapse, None
+        if settings.hessian_every and step % settings.hessian_every == 0:
+            started = time.perf_counter()
+            images, labels = self._hessian_samples()
+            eigenvalue = dominant_eigenvalue(
+                self.network, images, labels, settings.hessian_iterations
+            )
+            # Every process computes it on the same samples; rank 0's decides for all.
+            eigenvalue = float(self.runtime.broadcast_object(eigenvalue))
+            record["hessian_eigenvalue"] = eigenvalue
+            record["hessian_seconds"] = time.perf_counter() - started
+        param_free = int(record["param_free_normal"])
+        self.warnings = self.collapse.observe(step, current, param_free, eigenvalue)
+        return record
+
+    def _hessian_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed validation subset of the eigenvalue: the split's first samples."""
+        count = min(self.config.collapse.hessian_samples, len(self.val_set))
+        items = [self.val_set[i] for i in range(count)]
+        images = torch.stack([torch.as_tensor(image) for image, _ in items])
+        labels = torch.as_tensor([int(label) for _, label in items], dtype=torch.long)
+        return images.to(self.runtime.device), labels.to(self.runtime.device)
 
     def genotype(self) -> Genotype:
-        """The genotype the search currently points to."""
-        return self.strategy.genotype()
+        """The genotype the search currently points to; after an early stop on collapse, the one
+        it kept from before the collapse."""
+        kept = self.collapse.kept_genotype()
+        return kept if kept is not None else self.strategy.genotype()
 
     def log_epoch(self, epoch: int, record: dict[str, Any], logger: RunLogger) -> None:
         step = epoch + 1
-        genotype = self.genotype()
+        for warning in self.warnings:
+            logger.note(warning)
         epochs = self.config.run.epochs
         # finished(): converged before the budget, so no later epoch will change it
         progress = SearchProgress(step, epochs, step >= epochs or self.finished())
-        replace(genotype, search=progress).save(logger.run_dir / "genotype.json")
+        replace(self.genotype(), search=progress).save(logger.run_dir / "genotype.json")
+        genotype = self.strategy.genotype()  # this epoch's, even after an early stop
         logger.append_jsonl("genotypes.jsonl", {"epoch": step, "genotype": genotype.to_dict()})
         weights = op_weights_row(step, self.network.op_weights(), self.network.pruned_masks())
         logger.append_jsonl(OP_WEIGHTS_LOG, weights)
@@ -177,19 +217,26 @@ class SearchTask(Task):
         return self.strategy.progress()
 
     def finished(self) -> bool:
-        return self.strategy.finished()
+        return self.collapse.stopped_at is not None or self.strategy.finished()
 
     @property
     def stop_reason(self) -> str:
-        return self.strategy.stop_reason
+        return self.collapse.reason or self.strategy.stop_reason
 
     @property
     def summary_keys(self) -> tuple[str, ...]:
-        return self.strategy.summary_keys
+        eigenvalue = ("hessian_eigenvalue",) if self.config.collapse.hessian_every else ()
+        return (*self.strategy.summary_keys, "param_free_normal", *eigenvalue)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"network": self.network.state_dict(), "strategy": self.strategy.state_dict()}
+        return {
+            "network": self.network.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "collapse": self.collapse.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state["network"])
         self.strategy.load_state_dict(state["strategy"])
+        if "collapse" in state:  # checkpoints written before the collapse watch have none
+            self.collapse.load_state_dict(state["collapse"])

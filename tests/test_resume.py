@@ -27,13 +27,20 @@ ARGS = [
 ]
 
 
+# The collapse diagnostics (the eigenvalue every epoch) ride along without changing the run.
+DIAGNOSTICS = ["--set", "collapse.hessian_every=1", "--set", "collapse.hessian_samples=32"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("order", ["1", "2"])
-def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, order: str) -> None:
+@pytest.mark.parametrize(
+    ("order", "extra"), [("1", []), ("2", []), ("1", DIAGNOSTICS)], ids=["1", "2", "diagnostics"]
+)
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, order: str, extra: list) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert run_nas(*ARGS, "--order", order, "--out", str(whole)).returncode == 0
+    args = [*ARGS, "--order", order, *extra]
+    assert run_nas(*args, "--out", str(whole)).returncode == 0
     # 11 steps per epoch: step 16 is in the middle of epoch 2, after epoch 1's checkpoint.
-    crashed = run_nas(*ARGS, "--order", order, "--out", str(killed), env={FAULT_ENV: "16"})
+    crashed = run_nas(*args, "--out", str(killed), env={FAULT_ENV: "16"})
     assert crashed.returncode == -signal.SIGKILL
     assert len(jsonl_rows(killed, "metrics.jsonl")) == 1
     resumed = run_nas("search", "--out", str(killed), "--resume")
@@ -42,6 +49,8 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, order: str) -> N
     assert (whole / "genotype.json").read_text() == (killed / "genotype.json").read_text()
     assert jsonl_rows(whole, "metrics.jsonl") == jsonl_rows(killed, "metrics.jsonl")
     assert jsonl_rows(whole, "genotypes.jsonl") == jsonl_rows(killed, "genotypes.jsonl")
+    if extra:
+        assert all("hessian_eigenvalue" in row for row in jsonl_rows(killed))
     states = [
         torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]["network"]
         for run in (whole, killed)

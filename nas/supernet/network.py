@@ -106,6 +106,8 @@ class SearchNetwork(nn.Module):
         self.register_buffer("pruned_reduce", torch.full(shape, -1, dtype=torch.long))
         # The mixing hook; a strategy installs its own (nas/strategies/base.py).
         self.mixing: Mixing = dense_mixing
+        # P-DARTS's cap on the derived normal cell's skip connections (`genotype`); None: none.
+        self.max_skips: int | None = None
         _use_batch_statistics(self)
 
     def use_fast_path(self, fast: bool = True) -> SearchNetwork:
@@ -216,7 +218,8 @@ class SearchNetwork(nn.Module):
         still ranks edges once pruning has left one op on each, where ASAP's weights are all 1. An
         edge left with only `none` ranks below every edge with a live op; if a node must take one
         anyway, its op is the non-`none` op pruned last. With PC-DARTS, each edge's scores are
-        scaled by its edge-normalisation weight (Xu et al. 2020, Sec. 3.3).
+        scaled by its edge-normalisation weight (Xu et al. 2020, Sec. 3.3). With `max_skips` set,
+        the normal cell keeps at most that many skip connections (`derive_cell`).
         """
         with torch.no_grad():
             scores = [
@@ -228,7 +231,7 @@ class SearchNetwork(nn.Module):
             edge_weights = self.edge_weights()
             if edge_weights[0] is not None:
                 scores = [s * e.double().unsqueeze(-1) for s, e in zip(scores, edge_weights)]
-            return derive_genotype(self.space, scores)
+            return derive_genotype(self.space, scores, self.max_skips)
 
 
 def check_partial_channels(space: CellSpace, channels: int, partial_channels: int) -> None:
