@@ -129,7 +129,7 @@ def op_weights_figure(space: CellSpace, kind: str, rows: Sequence[dict[str, Any]
     # blue ones lose, before the differences are large.
     uniform = 1 / num_ops
     peak = np.nanmax(history) if np.isfinite(history).any() else 1.0
-    norm = TwoSlopeNorm(uniform, vmin=0.0, vmax=max(peak, 1.05 * uniform))
+    norm = TwoSlopeNorm(uniform, vmin=0.0, vmax=max(peak, 2 * uniform))
     colors = colormaps["RdBu_r"].with_extremes(bad="#888888")  # grey: pruned
     text = {"fontsize": _FONT - 1}
     for edge, (target, source) in enumerate(cell_edges(space)):
