@@ -43,7 +43,8 @@ def state_legend(num_nodes: int) -> str:
     nodes = f"{NUM_INPUT_NODES}..{last}" if num_nodes > 1 else str(last)
     return (
         f"states 0, 1: the cell's inputs {INPUT_NAMES[0]}, {INPUT_NAMES[1]}; "
-        f"{nodes}: its intermediate nodes; c[k]: the output, the concat of the states named there"
+        f"{nodes}: its intermediate nodes; c[k]: its output, which concatenates the states in "
+        "concat"
     )
 
 
