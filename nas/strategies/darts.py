@@ -3,10 +3,17 @@
 Each step first updates the alphas on a validation batch, then the weights on a training batch
 (Alg. 1). First order (`order=1`) uses grad_alpha L_val(w, alpha). Second order (`order=2`)
 differentiates through one virtual weight step (Eq. 6-8).
+
+With `alpha_noise` > 0 the weight step mixes the ops with randomly perturbed op weights, SDARTS-RS
+(Chen and Hsieh, "Stabilizing Differentiable Architecture Search via Perturbation-based
+Regularization", ICML 2020): the weights are trained on L_train(w, softmax(alpha) + delta)
+with delta ~ U[-epsilon, epsilon] per op weight, fresh every step, while the alpha step (the virtual
+step of order 2 included) sees softmax(alpha) unperturbed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +29,7 @@ from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult
 from nas.strategies.base import STRATEGIES, Batch, Strategy
 from nas.supernet import SearchNetwork
+from nas.supernet.mixing import Mix, Mixing
 
 # The architecture parameters' names in SearchNetwork (left out of DDP, averaged by the
 # strategy); the betas exist with PC-DARTS partial channels only.
@@ -35,9 +43,20 @@ class DartsOptions(Options):
 
     # 1: first-order alpha gradient; 2: through one virtual weight step (Eq. 6-8), slower.
     order: int = 1
+    # SDARTS-RS epsilon: the weight step mixes with softmax(alpha) + U[-epsilon, epsilon] noise,
+    # which keeps the validation loss smooth in alpha and so counters the collapse to skip
+    # connections (Chen and Hsieh 2020). 0: off; a small value such as 0.03.
+    alpha_noise: float = 0.0
 
     def checks(self) -> list[tuple[bool, str]]:
-        return [(self.order in (1, 2), "strategy.order must be 1 or 2")]
+        return [
+            (self.order in (1, 2), "strategy.order must be 1 or 2"),
+            (
+                math.isfinite(self.alpha_noise) and self.alpha_noise >= 0,
+                "strategy.alpha_noise must be a number >= 0 (0: off; a small value such as 0.03 "
+                "smooths the search)",
+            ),
+        ]
 
 
 @STRATEGIES.register("darts", options=DartsOptions)
@@ -72,6 +91,8 @@ class Darts(Strategy):
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.weight_optimizer, T_max=epochs, eta_min=config.weight_lr_min
         )
+        # Weight steps taken; weight step t draws its op-weight noise from `sampler(t)`.
+        self.weight_steps = 0
 
     def _wrap(self) -> nn.Module:
         """The network under DDP, the architecture parameters left out."""
@@ -81,6 +102,12 @@ class Darts(Strategy):
     def order(self) -> int:
         """The alpha gradient: 1 first order, 2 through a virtual weight step (option `order`)."""
         return self.options.order
+
+    @property
+    def alpha_noise(self) -> float:
+        """epsilon of the weight step's op-weight noise (option `alpha_noise`; 0: off)."""
+        # Strategies built on DARTS with options of their own (GDAS, random search) have none.
+        return self.options.alpha_noise if isinstance(self.options, DartsOptions) else 0.0
 
     @property
     def weight_lr(self) -> float:
@@ -125,7 +152,14 @@ class Darts(Strategy):
         images, labels = train_batch
         weights = self.network.weight_parameters()
         self.weight_optimizer.zero_grad(set_to_none=True)
-        logits = self.model(images)
+        step, self.weight_steps = self.weight_steps, self.weight_steps + 1
+        hook = self.network.mixing
+        if self.alpha_noise > 0:
+            self.network.mixing = self.noisy_mixing(step)
+        try:
+            logits = self.model(images)
+        finally:  # the alpha step and evaluation mix without noise
+            self.network.mixing = hook
         loss = F.cross_entropy(logits, labels)
         # A plain backward (DDP's gradient hooks miss parameters under backward(inputs=...)); the
         # alpha gradients it computes are dropped, alpha_step computes its own.
@@ -136,6 +170,20 @@ class Darts(Strategy):
         self.weight_optimizer.step()
         correct = (logits.detach().argmax(dim=1) == labels).sum()
         return StepResult(loss=loss.detach(), correct=correct, count=len(labels))
+
+    def noisy_mixing(self, step: int) -> Mixing:
+        """The mixing of weight step `step`: each `mix` perturbed by `perturb_mix` with noise from
+        `sampler(step)`, so every rank, and a resumed run, draws the same noise.
+        """
+        generator = self.sampler(step)
+
+        def mixing(alphas: Sequence[torch.Tensor], pruned: Sequence[torch.Tensor]) -> list[Mix]:
+            mixes = self.mix(alphas, pruned)
+            return [
+                perturb_mix(m, mask, self.alpha_noise, generator) for m, mask in zip(mixes, pruned)
+            ]
+
+        return mixing
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         lr = self.weight_lr
@@ -150,12 +198,33 @@ class Darts(Strategy):
             "weight_optimizer": self.weight_optimizer.state_dict(),
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "weight_steps": self.weight_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # Default 0: the count matters only with the noise on, and such a checkpoint holds it.
+        self.weight_steps = state.get("weight_steps", 0)
+
+
+def perturb_mix(mix: Mix, pruned: torch.Tensor, epsilon: float, generator: torch.Generator) -> Mix:
+    """SDARTS-RS (Chen and Hsieh 2020): `mix.weights` + delta, delta ~ U[-epsilon, epsilon]
+    independently for every op of every edge, a function of the state of the CPU generator
+    `generator` (which it advances) and the device type. Pruned ops (`pruned` >= 0) keep their
+    weight 0. Only for dense mixes, where every live op runs.
+    """
+    if mix.active is not None:
+        raise ValueError("op-weight noise needs a dense mix: a sampled mix runs only chosen ops")
+    weights = mix.weights
+    # Drawn on the weights' device by a generator seeded from `generator`: a host-to-device copy
+    # of noise drawn on the CPU would wait for the device to finish its queued work every step.
+    seed = int(torch.randint(2**62, (), generator=generator))
+    on_device = torch.Generator(weights.device).manual_seed(seed)
+    delta = torch.empty_like(weights).uniform_(-epsilon, epsilon, generator=on_device)
+    delta = delta.masked_fill(pruned >= 0, 0.0)
+    return Mix(weights + delta)
 
 
 def virtual_step(
