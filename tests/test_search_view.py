@@ -3,6 +3,9 @@ its heat map, across a resume."""
 
 import math
 import re
+import sys
+import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -90,6 +93,17 @@ def test_resume_rewinds_op_weight_rows_of_epochs_it_redoes(tmp_path) -> None:
         logger.append_jsonl(OP_WEIGHTS_LOG, row)
     RunLogger(tmp_path).rewind(1)  # a resume from the checkpoint of epoch 1
     assert [row["epoch"] for row in logger.read_jsonl(OP_WEIGHTS_LOG)] == [1]
+
+
+def test_heat_map_without_matplotlib_is_left_out_quietly(monkeypatch) -> None:
+    from nas import drawing
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(drawing, "_warned", True)  # the genotype picture warned already
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draw = partial(op_weights_figure, TINY, "normal", _rows(1))
+        assert drawing.figure_or_none(draw, "the op weights as scalars") is None
 
 
 def test_layout_charts_the_record_keys_it_finds() -> None:
