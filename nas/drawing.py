@@ -206,16 +206,19 @@ def save_genotype_png(genotype: Genotype, path: Path) -> None:
             "replace it: choose another file name"
         )
     try:
-        save_png(genotype_figure(genotype), path)
+        save_png(figure_pixels(genotype_figure(genotype)), path)
     except OSError as err:
         raise NasError(f"--out {path}: cannot write the drawing ({err})") from None
 
 
-def save_png(figure: Any, path: Path) -> None:
-    """Write a Figure to a PNG file atomically, marked as nasforge's drawing."""
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    """Write a rendered picture (`figure_pixels`) to a PNG file atomically, marked as nasforge's
+    drawing. Needs matplotlib."""
+    from matplotlib.image import imsave
+
     from nas.io import atomic_write
 
-    atomic_write(path, lambda f: figure.savefig(f, format="png", metadata={"Software": _SOFTWARE}))
+    atomic_write(path, lambda f: imsave(f, pixels, format="png", metadata={"Software": _SOFTWARE}))
 
 
 # The PNG text chunk that marks a drawing as nasforge's, so a later `nas show --out` may replace it.

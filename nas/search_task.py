@@ -209,9 +209,10 @@ class SearchTask(Task):
             figure = figure_or_none(draw, "the op weights as scalars")
             if figure is None:
                 break
-            logger.image(f"op_weights/{kind}", figure_pixels(figure), step)
+            pixels = figure_pixels(figure)
+            logger.image(f"op_weights/{kind}", pixels, step)
             if progress.complete:
-                save_png(figure, logger.run_dir / f"op_weights_{kind}.png")
+                save_png(pixels, logger.run_dir / f"op_weights_{kind}.png")
 
     def progress(self) -> dict[str, str]:
         return self.strategy.progress()

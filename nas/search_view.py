@@ -136,7 +136,7 @@ def op_weights_figure(space: CellSpace, kind: str, rows: Sequence[dict[str, Any]
         row = target - NUM_INPUT_NODES
         x, y = left + source * (panel_width + gap), top + row * (panel_height + row_gap)
         extent = (x, x + panel_width, y + panel_height, y)
-        image = ax.imshow(
+        ax.imshow(
             history[edge],
             extent=extent,
             aspect="auto",
@@ -154,13 +154,28 @@ def op_weights_figure(space: CellSpace, kind: str, rows: Sequence[dict[str, Any]
             ax.text(x, below, str(epochs[0]), ha="left", va="top", **text)
             ax.text(x + panel_width, below, str(epochs[-1]), ha="right", va="top", **text)
             ax.text(x + panel_width / 2, below, "epoch", ha="center", va="top", **text)
-    colorbar = figure.add_axes(
-        ((width - right + 0.2) / width, bottom / height, 0.15 / width, 1 - (top + bottom) / height)
+    # The colour scale, drawn in the same axes: a colorbar's own axes would double the time.
+    x, y_top, y_bottom = width - right + 0.2, top, height - bottom
+    shares = np.linspace(1.0, 0.0, 256)  # positions along the bar, top to bottom
+    ax.imshow(
+        norm.inverse(shares)[:, None],
+        extent=(x, x + 0.15, y_bottom, y_top),
+        aspect="auto",
+        cmap=colors,
+        norm=norm,
     )
-    figure.colorbar(image, cax=colorbar).set_label(
-        f"op weight (white: 1/{num_ops}, uniform)", fontsize=_FONT
+    for share in (0.0, 0.25, 0.5, 0.75, 1.0):
+        value = float(norm.inverse(share))
+        ax.text(x + 0.2, y_bottom - share * (y_bottom - y_top), f"{value:.3g}", va="center", **text)
+    ax.text(
+        x + 0.65,
+        (y_top + y_bottom) / 2,
+        f"op weight (white: 1/{num_ops}, uniform)",
+        rotation=90,
+        ha="center",
+        va="center",
+        fontsize=_FONT,
     )
-    colorbar.tick_params(labelsize=_FONT - 1)
     ax.text(
         width / 2,
         0.15,

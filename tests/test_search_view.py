@@ -69,7 +69,7 @@ def test_heat_map_draws_every_edge_on_one_colour_scale() -> None:
     rows = _rows(3)
     figure = op_weights_figure(TINY, "normal", rows)
     ax = figure.axes[0]
-    assert len(ax.images) == TINY.num_edges
+    assert len(ax.images) == TINY.num_edges + 1  # the panels, then the colour scale
     titles = [text.get_text() for text in ax.texts]
     assert [title for title in titles if "<-" in title and "cell" not in title] == [
         "2 <- 0",
@@ -83,6 +83,9 @@ def test_heat_map_draws_every_edge_on_one_colour_scale() -> None:
     assert panel.shape == (4, 3) and panel[2, 1] == pytest.approx(2 + 0.14)
     assert np.ma.is_masked(panel[1, 2])  # pruned
     assert len({id(image.norm) for image in ax.images}) == 1  # one colour scale
+    assert ax.images[-1].get_array().max() == pytest.approx(
+        np.nanmax(op_weight_history(rows, "normal"))
+    )
     pixels = figure.canvas.draw() or np.asarray(figure.canvas.buffer_rgba())
     assert pixels.shape[0] > 200 and pixels.shape[1] > 400
 
