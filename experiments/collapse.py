@@ -48,17 +48,19 @@ INDICATORS = ("param_free_normal", "skips_normal", "entropy_normal", "hessian_ei
 class Budget:
     """What every run gets (the script's options of the same names)."""
 
-    dataset: str = "digits"
+    dataset: str = "mnist1d"
     space: str = "rdarts_s3"
-    search_epochs: int = 30
-    layers: int = 5
+    search_epochs: int = 20
+    layers: int = 3
     channels: int = 8
     batch_size: int = 64
-    hessian_every: int = 1
-    hessian_samples: int = 128
-    train_epochs: int = 20
-    train_layers: int = 8
+    hessian_every: int = 2
+    hessian_samples: int = 64
+    # The final training of the MNIST-1D search-quality table (experiments/search_quality.py).
+    train_epochs: int = 15
+    train_layers: int = 3
     train_channels: int = 16
+    train_batch_size: int = 100
 
     def header(self) -> str:
         return (
@@ -66,7 +68,7 @@ class Budget:
             f"{self.layers} cells, C={self.channels}, batch {self.batch_size}, eigenvalue every "
             f"{self.hessian_every} epoch(s) on {self.hessian_samples} validation samples; final "
             f"training {self.train_epochs} epochs, {self.train_layers} cells, "
-            f"C={self.train_channels}"
+            f"C={self.train_channels}, batch {self.train_batch_size}"
         )
 
 
@@ -75,16 +77,17 @@ def run_one(budget: Budget, row: str, seed: int, runs: Path) -> dict:
     folder = runs / row / f"seed{seed}"
     if folder.exists():  # an interrupted run: start it again
         shutil.rmtree(folder)
-    common = ["--dataset", budget.dataset, "--batch-size", str(budget.batch_size)]
-    common += ["--seed", str(seed)]
+    common = ["--dataset", budget.dataset, "--seed", str(seed)]
     search = ["search", "--strategy", "darts", "--order", "1", "--space", budget.space]
     search += ["--layers", str(budget.layers), "--channels", str(budget.channels), *common]
+    search += ["--batch-size", str(budget.batch_size)]
     search += ["--epochs", str(budget.search_epochs), "--out", str(folder / "search")]
     search += ["--set", f"collapse.hessian_every={budget.hessian_every}"]
     search += ["--set", f"collapse.hessian_samples={budget.hessian_samples}", *GUARDS[row][1]]
     search_s = run_nas(search)
     train = ["train", "--genotype", str(folder / "search"), *common]
     train += ["--layers", str(budget.train_layers), "--channels", str(budget.train_channels)]
+    train += ["--batch-size", str(budget.train_batch_size)]
     train += ["--epochs", str(budget.train_epochs), "--out", str(folder / "train")]
     train_s = run_nas(train)
     metrics = [json.loads(line) for line in (folder / "search" / "metrics.jsonl").open()]
