@@ -52,19 +52,19 @@ INDICATORS = ("param_free_normal", "skips_normal", "entropy_normal", "hessian_ei
 class Budget:
     """What every run gets (the script's options of the same names)."""
 
-    dataset: str = "mnist1d"
+    dataset: str = "digits"
     space: str = "rdarts_s3"
     search_epochs: int = 10
-    layers: int = 3
+    layers: int = 5
     channels: int = 8
     batch_size: int = 64
     hessian_every: int = 1
     hessian_samples: int = 32
-    # The final training of the MNIST-1D search-quality table (experiments/search_quality.py).
-    train_epochs: int = 15
-    train_layers: int = 3
+    # The final training of nas/configs/train_digits.yaml, for 20 epochs.
+    train_epochs: int = 20
+    train_layers: int = 8
     train_channels: int = 16
-    train_batch_size: int = 100
+    train_batch_size: int = 64
 
     def header(self) -> str:
         return (
