@@ -184,6 +184,43 @@ def table(out: Path, seeds: list[int], budget: Budget) -> str:
     return "\n".join([*lines, "", *details]) + "\n"
 
 
+def plot(out: Path, seeds: list[int], budget: Budget, path: Path) -> None:
+    """The indicators by epoch, one line per run: parameter-free ops of the normal cell, the
+    eigenvalue, the op weights' entropy. Needs matplotlib (the `plot` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("param_free_normal", "hessian_eigenvalue", "entropy_normal")
+    titles = (
+        "parameter-free ops, normal cell (of 8)",
+        "Hessian's largest eigenvalue",
+        "op-weight entropy, normal cell (nats)",
+    )
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, row in zip(colours, GUARDS):
+        for seed, style in zip(seeds, ("-", "--", ":")):
+            record = load(out / row / f"seed{seed}.json", budget)
+            if record is None:
+                continue
+            for axis, key in zip(axes, keys):
+                points = [(i["epoch"], i[key]) for i in record["indicators"] if i[key] is not None]
+                if points:
+                    label = f"{row}, seed {seed}" if axis is axes[0] else None
+                    axis.plot(*zip(*points), style, color=colour, marker=".", label=label)
+    for axis, title in zip(axes, titles):
+        axis.set_title(title, fontsize=11)
+        axis.set_xlabel("search epoch")
+        axis.grid(alpha=0.3)
+        axis.ticklabel_format(axis="y", useOffset=False)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(budget.header(), fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default=",".join(GUARDS), help=",".join(GUARDS))
@@ -191,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("experiments/collapse"))
     parser.add_argument("--runs", type=Path, default=Path("runs/collapse"))
     parser.add_argument("--table", action="store_true", help="only print the table")
+    parser.add_argument("--plot", type=Path, help="also draw the indicators into this PNG")
     for field, value in asdict(Budget()).items():
         flag = "--" + field.replace("_", "-")
         parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
@@ -218,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             partial.write_text(json.dumps(record, indent=1) + "\n")
             partial.replace(path)
     print(table(args.out, seeds, budget))
+    if args.plot is not None:
+        plot(args.out, seeds, budget, args.plot)
     if failed:
         print("failed runs (rerun to retry): " + ", ".join(failed), file=sys.stderr)
     return 1 if failed else 0
