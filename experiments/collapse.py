@@ -6,7 +6,8 @@ then `nas train` of the genotype the search wrote, with one final-training budge
   plain       DARTS order 1, no guard
   cap         --set collapse.max_skips=2                 (P-DARTS)
   stop_ops    --set collapse.early_stop=param_free       (DARTS+)
-  stop_eigen  --set collapse.early_stop=eigenvalue       (R-DARTS)
+  stop_eigen  --set collapse.early_stop=eigenvalue       (R-DARTS; windows of 3 epochs, as
+              the search is 10 epochs long where R-DARTS's k=5 served 50)
   noise       --set strategy.alpha_noise=0.03            (SDARTS-RS)
 Every row runs for every seed k (`--seed k` for the search and the training). The accuracy is the
 test accuracy at the best validation epoch of `nas train` (its best.pt): the test split chooses
@@ -38,7 +39,10 @@ GUARDS = {
         "early stop, parameter-free ops (DARTS+)",
         ["--set", "collapse.early_stop=param_free"],
     ),
-    "stop_eigen": ("early stop, eigenvalue (R-DARTS)", ["--set", "collapse.early_stop=eigenvalue"]),
+    "stop_eigen": (
+        "early stop, eigenvalue (R-DARTS, k=3 epochs)",
+        ["--set", "collapse.early_stop=eigenvalue", "--set", "collapse.eigenvalue_epochs=3"],
+    ),
     "noise": ("op-weight noise 0.03 (SDARTS-RS)", ["--set", "strategy.alpha_noise=0.03"]),
 }
 INDICATORS = ("param_free_normal", "skips_normal", "entropy_normal", "hessian_eigenvalue")
@@ -50,15 +54,17 @@ class Budget:
 
     dataset: str = "digits"
     space: str = "rdarts_s3"
-    search_epochs: int = 30
+    search_epochs: int = 10
     layers: int = 5
     channels: int = 8
     batch_size: int = 64
     hessian_every: int = 1
-    hessian_samples: int = 128
+    hessian_samples: int = 32
+    # The final training of nas/configs/train_digits.yaml, for 20 epochs.
     train_epochs: int = 20
     train_layers: int = 8
     train_channels: int = 16
+    train_batch_size: int = 64
 
     def header(self) -> str:
         return (
@@ -66,7 +72,7 @@ class Budget:
             f"{self.layers} cells, C={self.channels}, batch {self.batch_size}, eigenvalue every "
             f"{self.hessian_every} epoch(s) on {self.hessian_samples} validation samples; final "
             f"training {self.train_epochs} epochs, {self.train_layers} cells, "
-            f"C={self.train_channels}"
+            f"C={self.train_channels}, batch {self.train_batch_size}"
         )
 
 
@@ -75,16 +81,17 @@ def run_one(budget: Budget, row: str, seed: int, runs: Path) -> dict:
     folder = runs / row / f"seed{seed}"
     if folder.exists():  # an interrupted run: start it again
         shutil.rmtree(folder)
-    common = ["--dataset", budget.dataset, "--batch-size", str(budget.batch_size)]
-    common += ["--seed", str(seed)]
+    common = ["--dataset", budget.dataset, "--seed", str(seed)]
     search = ["search", "--strategy", "darts", "--order", "1", "--space", budget.space]
     search += ["--layers", str(budget.layers), "--channels", str(budget.channels), *common]
+    search += ["--batch-size", str(budget.batch_size)]
     search += ["--epochs", str(budget.search_epochs), "--out", str(folder / "search")]
     search += ["--set", f"collapse.hessian_every={budget.hessian_every}"]
     search += ["--set", f"collapse.hessian_samples={budget.hessian_samples}", *GUARDS[row][1]]
     search_s = run_nas(search)
     train = ["train", "--genotype", str(folder / "search"), *common]
     train += ["--layers", str(budget.train_layers), "--channels", str(budget.train_channels)]
+    train += ["--batch-size", str(budget.train_batch_size)]
     train += ["--epochs", str(budget.train_epochs), "--out", str(folder / "train")]
     train_s = run_nas(train)
     metrics = [json.loads(line) for line in (folder / "search" / "metrics.jsonl").open()]
@@ -177,6 +184,43 @@ def table(out: Path, seeds: list[int], budget: Budget) -> str:
     return "\n".join([*lines, "", *details]) + "\n"
 
 
+def plot(out: Path, seeds: list[int], budget: Budget, path: Path) -> None:
+    """The indicators by epoch, one line per run: parameter-free ops of the normal cell, the
+    eigenvalue, the op weights' entropy. Needs matplotlib (the `plot` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("param_free_normal", "hessian_eigenvalue", "entropy_normal")
+    titles = (
+        "parameter-free ops, normal cell (of 8)",
+        "Hessian's largest eigenvalue",
+        "op-weight entropy, normal cell (nats)",
+    )
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, row in zip(colours, GUARDS):
+        for seed, style in zip(seeds, ("-", "--", ":")):
+            record = load(out / row / f"seed{seed}.json", budget)
+            if record is None:
+                continue
+            for axis, key in zip(axes, keys):
+                points = [(i["epoch"], i[key]) for i in record["indicators"] if i[key] is not None]
+                if points:
+                    label = f"{row}, seed {seed}" if axis is axes[0] else None
+                    axis.plot(*zip(*points), style, color=colour, marker=".", label=label)
+    for axis, title in zip(axes, titles):
+        axis.set_title(title, fontsize=11)
+        axis.set_xlabel("search epoch")
+        axis.grid(alpha=0.3)
+        axis.ticklabel_format(axis="y", useOffset=False)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(budget.header(), fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default=",".join(GUARDS), help=",".join(GUARDS))
@@ -184,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("experiments/collapse"))
     parser.add_argument("--runs", type=Path, default=Path("runs/collapse"))
     parser.add_argument("--table", action="store_true", help="only print the table")
+    parser.add_argument("--plot", type=Path, help="also draw the indicators into this PNG")
     for field, value in asdict(Budget()).items():
         flag = "--" + field.replace("_", "-")
         parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
@@ -211,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             partial.write_text(json.dumps(record, indent=1) + "\n")
             partial.replace(path)
     print(table(args.out, seeds, budget))
+    if args.plot is not None:
+        plot(args.out, seeds, budget, args.plot)
     if failed:
         print("failed runs (rerun to retry): " + ", ".join(failed), file=sys.stderr)
     return 1 if failed else 0

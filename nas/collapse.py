@@ -178,9 +178,10 @@ class CollapseWatch:
         self, entry: dict[str, Any], earlier: list[dict[str, Any]]
     ) -> tuple[int, str] | None:
         """(kept epoch, what happened) when the normal cell's parameter-free ops rose to the
-        limit. A rise, not a level: early in a search the derived cells are full of pooling and
-        skips, before the convolutions have learned anything (DARTS+, Sec. 3), so the count must
-        first fall and then climb back. The kept genotype is the latest with the fewest."""
+        limit from fewer earlier in the search. A rise, not a level: in the first epochs the
+        derived cells are full of pooling and skips before the convolutions have learned
+        anything (DARTS+, Sec. 3), and a search that keeps them is not one that drifts to them.
+        The kept genotype is the latest with the fewest."""
         count, limit = entry["param_free"], self.config.param_free_limit
         if not earlier or count < limit:
             return None

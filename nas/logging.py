@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,7 @@ class RunLogger:
         self.enabled = enabled
         self._writer: Any = None
         self._purge_step: int | None = None
+        self._layout: dict[str, dict[str, list[str]]] | None = None
         # Off a terminal: a progress line after the run's first step, then one a minute.
         self._plain_lines = _Every()
 
@@ -78,6 +80,13 @@ class RunLogger:
             f.write(json.dumps(row) + "\n")
             f.flush()
 
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        """The rows of run_dir/name ([] when it is missing, or on a non-main process)."""
+        path = self.run_dir / name
+        if not self.enabled or not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
     def log_metrics(self, record: dict[str, Any]) -> None:
         """One epoch's metrics: a metrics.jsonl row and a TensorBoard scalar each."""
         if not self.enabled:
@@ -86,7 +95,7 @@ class RunLogger:
         step = record["epoch"]
         for key, value in record.items():
             if key != "epoch" and isinstance(value, int | float):
-                self.scalar(_tag(key), value, step)
+                self.scalar(metric_tag(key), value, step)
 
     def summary(self, record: dict[str, Any], epochs: int, extras: Iterable[str] = ()) -> None:
         """One line per epoch on stderr: losses, accuracies, the `extras` keys, seconds."""
@@ -112,6 +121,21 @@ class RunLogger:
         """One TensorBoard scalar."""
         if self.enabled:
             self._tb().add_scalar(tag, value, step)
+
+    def layout(self, layout: dict[str, dict[str, list[str]]]) -> None:
+        """TensorBoard's custom-scalars view: `{category: {chart title: [scalar tags]}}`, each chart
+        the curves of its tags on one axis. TensorBoard shows a run's last layout, so it is written
+        again only when it changes (and once by each process: a resumed run writes it afresh).
+        """
+        if not self.enabled or layout == self._layout:
+            return
+        self._tb().add_custom_scalars(
+            {
+                category: {title: ["Multiline", [_exactly(tags)]] for title, tags in charts.items()}
+                for category, charts in layout.items()
+            }
+        )
+        self._layout = layout
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         """One TensorBoard image, HWC uint8."""
@@ -204,7 +228,7 @@ def announce(message: str) -> None:
 
 
 # The jsonl logs commands append to, one row per epoch (or candidate), rewound on resume.
-RUN_LOGS = ("metrics.jsonl", "genotypes.jsonl", "candidates.jsonl")
+RUN_LOGS = ("metrics.jsonl", "genotypes.jsonl", "op_weights.jsonl", "candidates.jsonl")
 
 
 def _row_epoch(line: bytes) -> float | None:
@@ -220,9 +244,15 @@ def _row_epoch(line: bytes) -> float | None:
     return at
 
 
-def _tag(key: str) -> str:
+def metric_tag(key: str) -> str:
     """metrics key -> TensorBoard tag: train_loss -> loss/train, val_acc -> accuracy/val."""
     for metric, group in (("_loss", "loss"), ("_acc", "accuracy")):
         if key.endswith(metric):
             return f"{group}/{key[: -len(metric)]}"
     return f"run/{key}"
+
+
+def _exactly(tags: list[str]) -> str:
+    """The regular expression a custom-scalars chart matches tags with (TensorBoard calls
+    `re.match`, which anchors only the start) that matches exactly `tags`."""
+    return f"^(?:{'|'.join(re.escape(tag) for tag in tags)})$"

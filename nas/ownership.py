@@ -20,7 +20,7 @@ MARKER_NAME = ".nasforge-run"
 MARKER_FORMAT = "nasforge.run"
 # What a restart before the first checkpoint deletes: results of the run that died.
 STALE_RESULTS = {
-    "search": ["genotype.json"],
+    "search": ["genotype.json", "op_weights_normal.png", "op_weights_reduce.png"],
     "grow": ["ensemble.json", "checkpoints/ensemble.pt"],
     "train": ["checkpoints/best.pt"],
 }

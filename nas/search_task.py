@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,13 +22,21 @@ from nas.data import (
     split,
 )
 from nas.data.defaults import fit_to_data
-from nas.drawing import genotype_picture
+from nas.drawing import figure_or_none, figure_pixels, genotype_picture, save_png
 from nas.genotype import CELL_KINDS, Genotype, SearchProgress
 from nas.logging import RunLogger, announce
 from nas.models.networks import check_signal_length
 from nas.runtime.dist import Runtime
 from nas.runtime.engine import StepResult, Task
-from nas.spaces import NUM_INPUT_NODES, get_space
+from nas.search_view import (
+    OP_WEIGHTS_LOG,
+    alpha_tag,
+    cell_edges,
+    op_weights_figure,
+    op_weights_row,
+    scalar_layout,
+)
+from nas.spaces import get_space
 from nas.strategies import STRATEGIES
 from nas.supernet import SearchNetwork
 
@@ -181,22 +190,29 @@ class SearchTask(Task):
         replace(self.genotype(), search=progress).save(logger.run_dir / "genotype.json")
         genotype = self.strategy.genotype()  # this epoch's, even after an early stop
         logger.append_jsonl("genotypes.jsonl", {"epoch": step, "genotype": genotype.to_dict()})
-        for kind, weights, pruned in zip(
-            CELL_KINDS, self.network.op_weights(), self.network.pruned_masks()
-        ):
-            for node in range(self.space.num_nodes):
-                for source in range(NUM_INPUT_NODES + node):
-                    edge = self.space.edge_index(node, source)
-                    alive = (pruned[edge] < 0).tolist()
-                    for op, weight, live in zip(self.space.ops, weights[edge].tolist(), alive):
-                        if not live:  # a pruned op's curve ends where it was pruned
-                            continue
-                        tag = f"alphas_{kind}/node{NUM_INPUT_NODES + node}_from{source}/{op}"
-                        logger.scalar(tag, weight, step)
+        weights = op_weights_row(step, self.network.op_weights(), self.network.pruned_masks())
+        logger.append_jsonl(OP_WEIGHTS_LOG, weights)
+        for kind in CELL_KINDS:
+            for (target, source), edge in zip(cell_edges(self.space), weights[kind]):
+                for op, weight in zip(self.space.ops, edge):
+                    if weight is not None:  # a pruned op's curve ends where it was pruned
+                        logger.scalar(alpha_tag(kind, target, source, op), weight, step)
+        metric_keys = {key for row in logger.read_jsonl("metrics.jsonl") for key in row}
+        logger.layout(scalar_layout(self.space, metric_keys))
         logger.text("genotype", f"`{genotype.to_notation()}`", step)
         picture = genotype_picture(genotype)
         if picture is not None:
             logger.image("genotype", picture, step)
+        history = logger.read_jsonl(OP_WEIGHTS_LOG)  # every epoch so far, resumed runs included
+        for kind in CELL_KINDS:
+            draw = partial(op_weights_figure, self.space, kind, history)
+            figure = figure_or_none(draw, "the op weights as scalars")
+            if figure is None:
+                break
+            pixels = figure_pixels(figure)
+            logger.image(f"op_weights/{kind}", pixels, step)
+            if progress.complete:
+                save_png(pixels, logger.run_dir / f"op_weights_{kind}.png")
 
     def progress(self) -> dict[str, str]:
         return self.strategy.progress()

@@ -63,8 +63,9 @@ def test_tensorboard_holds_losses_alphas_and_genotype_picture(tmp_path) -> None:
     assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "run/lr"} <= set(scalars)
     # tiny space: 5 edges x 4 ops per cell kind
     assert len([t for t in scalars if t.startswith("alphas_")]) == 2 * 5 * 4
-    assert "alphas_normal/node3_from1/sep_conv_3x3" in scalars
-    assert events.Tags()["images"] == ["genotype"]
+    assert "alphas_normal/state3_from1/sep_conv_3x3" in scalars
+    images = ["genotype", "op_weights/normal", "op_weights/reduce"]
+    assert sorted(events.Tags()["images"]) == images
 
 
 def test_config_file_and_set_override(tmp_path) -> None:

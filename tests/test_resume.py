@@ -49,6 +49,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, order: str, extr
     assert (whole / "genotype.json").read_text() == (killed / "genotype.json").read_text()
     assert jsonl_rows(whole, "metrics.jsonl") == jsonl_rows(killed, "metrics.jsonl")
     assert jsonl_rows(whole, "genotypes.jsonl") == jsonl_rows(killed, "genotypes.jsonl")
+    assert jsonl_rows(whole, "op_weights.jsonl") == jsonl_rows(killed, "op_weights.jsonl")
     if extra:
         assert all("hessian_eigenvalue" in row for row in jsonl_rows(killed))
     states = [

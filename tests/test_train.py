@@ -174,14 +174,14 @@ def test_show_prints_and_draws_both_cells(tmp_path, capsys) -> None:
     for text in (
         "normal cell:",
         "reduce cell:",
-        "node 3 = skip_connect(c[k-2]) + dil_conv_3x3(0)",
+        "state 5 = skip_connect(0) + dil_conv_3x3(2)",
         "3.35M parameters",
     ):
         assert text in printed
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from matplotlib.image import imread
 
-    assert imread(out).shape[1] > imread(out).shape[0]  # two cells side by side
+    assert min(imread(out).shape[:2]) > 800  # both cells, one above the other, at 100 dpi
     assert_refused("show", "DARTS_V2", "--out", "cells.svg", cwd=tmp_path, contains="PNG")
 
 

@@ -1,0 +1,204 @@
+"""What a search shows of its op weights: tags, the custom-scalars layout, op_weights.jsonl and
+its heat map, across a resume."""
+
+import math
+import re
+import sys
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from nas.cli import main
+from nas.genotype import CELL_KINDS
+from nas.logging import RunLogger
+from nas.runtime.engine import FAULT_ENV, FAULT_KIND_ENV
+from nas.search_view import (
+    DIAGNOSTIC_CHARTS,
+    OP_WEIGHTS_LOG,
+    cell_edges,
+    op_weight_history,
+    op_weights_figure,
+    op_weights_row,
+    scalar_layout,
+)
+from nas.spaces import get_space
+from tests.conftest import jsonl_rows
+
+TINY = get_space("tiny")  # 2 nodes: edges 2 <- 0, 2 <- 1, 3 <- 0, 3 <- 1, 3 <- 2; 4 ops
+SEARCH = ["search", "--space", "tiny", "--layers", "3", "--channels", "4", "--batch-size", "8"]
+SEARCH += ["--dataset", "synthetic", "--set", "data.synthetic_samples=32"]
+SEARCH += ["--set", "data.synthetic_image_size=8", "--epochs", "2"]
+
+
+def _rows(epochs: int) -> list[dict]:
+    """op_weights.jsonl rows with distinct weights; op 1 of edge 3 <- 1 (normal) pruned at 2."""
+    rows = []
+    for epoch in range(1, epochs + 1):
+        weights = [
+            torch.arange(TINY.num_edges * 4, dtype=torch.float).reshape(-1, 4) / 100 + epoch + k
+            for k in range(2)
+        ]
+        pruned = [torch.full((TINY.num_edges, 4), -1) for _ in range(2)]
+        if epoch >= 2:
+            pruned[0][3, 1] = 2
+        rows.append(op_weights_row(epoch, weights, pruned))
+    return rows
+
+
+def test_edges_are_named_by_the_states_they_join() -> None:
+    assert cell_edges(TINY) == [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
+    assert len(cell_edges(get_space("darts"))) == 14
+
+
+def test_op_weight_history_holds_each_weight_and_nan_where_pruned() -> None:
+    rows = _rows(3)
+    first, pruned, *rest = rows[1]["normal"][3]  # edge 3 <- 1 at epoch 2
+    assert pruned is None and [first, *rest] == pytest.approx([2.12, 2.14, 2.15])
+    history = op_weight_history(rows, "normal")
+    assert history.shape == (5, 4, 3)  # edges, ops, epochs
+    assert history[3, 0, 2] == pytest.approx(3 + 0.12)
+    assert math.isnan(history[3, 1, 1]) and history[3, 1, 0] == pytest.approx(1.13)
+    assert op_weight_history(rows, "reduce")[4, 3, 0] == pytest.approx(1 + 1 + 0.19)
+
+
+def test_heat_map_draws_every_edge_on_one_colour_scale() -> None:
+    pytest.importorskip("matplotlib")
+    rows = _rows(3)
+    figure = op_weights_figure(TINY, "normal", rows)
+    ax = figure.axes[0]
+    assert len(ax.images) == TINY.num_edges + 1  # the panels, then the colour scale
+    titles = [text.get_text() for text in ax.texts]
+    assert [title for title in titles if "<-" in title and "cell" not in title] == [
+        "2 <- 0",
+        "2 <- 1",
+        "3 <- 0",
+        "3 <- 1",
+        "3 <- 2",
+    ]
+    assert set(TINY.ops) <= set(titles) and "states 0, 1" in titles[-1]
+    panel = ax.images[3].get_array()  # edge 3 <- 1: ops x epochs
+    assert panel.shape == (4, 3) and panel[2, 1] == pytest.approx(2 + 0.14)
+    assert np.ma.is_masked(panel[1, 2])  # pruned
+    assert len({id(image.norm) for image in ax.images}) == 1  # one colour scale
+    assert ax.images[-1].get_array().max() == pytest.approx(
+        np.nanmax(op_weight_history(rows, "normal"))
+    )
+    pixels = figure.canvas.draw() or np.asarray(figure.canvas.buffer_rgba())
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 400
+
+
+def test_resume_rewinds_op_weight_rows_of_epochs_it_redoes(tmp_path) -> None:
+    logger = RunLogger(tmp_path)
+    for row in _rows(3):
+        logger.append_jsonl(OP_WEIGHTS_LOG, row)
+    RunLogger(tmp_path).rewind(1)  # a resume from the checkpoint of epoch 1
+    assert [row["epoch"] for row in logger.read_jsonl(OP_WEIGHTS_LOG)] == [1]
+
+
+def test_heat_map_without_matplotlib_is_left_out_quietly(monkeypatch) -> None:
+    from nas import drawing
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(drawing, "_warned", True)  # the genotype picture warned already
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draw = partial(op_weights_figure, TINY, "normal", _rows(1))
+        assert drawing.figure_or_none(draw, "the op weights as scalars") is None
+
+
+def test_layout_charts_the_record_keys_it_finds() -> None:
+    layout = scalar_layout(TINY, ["epoch", "train_loss", "val_loss", "param_free_normal"])
+    assert layout["search"] == {"loss": ["loss/train", "loss/val"]}
+    assert layout["collapse"] == {
+        "parameter-free ops in the derived cells": ["run/param_free_normal"]
+    }
+    assert list(layout["op weights, normal cell"])[3] == "normal: state 3 <- state 1"
+    assert "collapse" not in scalar_layout(TINY, ["train_loss"])
+
+
+def _events(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    layouts = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(layouts[-1].tensor_proto.string_val[0])
+    charts = {
+        (category.title, chart.title): list(chart.multiline.tag)
+        for category in layout.category
+        for chart in category.chart
+    }
+    return events, charts, len(layouts)
+
+
+def _matched(regexes: list[str], tags: list[str]) -> set[str]:
+    """The tags a chart shows: TensorBoard keeps those its regexes `re.match`."""
+    return {tag for tag in tags for regex in regexes if re.match(regex, tag)}
+
+
+def test_layout_names_exactly_the_diagnostic_tags_log_metrics_writes(tmp_path) -> None:
+    logger = RunLogger(tmp_path)
+    keys = [key for chart in DIAGNOSTIC_CHARTS.values() for key in chart]
+    for epoch in (1, 2):
+        record = {"epoch": epoch, "train_loss": 1.0, **{key: 0.5 * epoch for key in keys}}
+        logger.log_metrics(record)
+        logger.layout(scalar_layout(TINY, record))
+    logger.close()
+    events, charts, written = _events(tmp_path)
+    assert written == 1  # the same layout is not written twice
+    tags = events.Tags()["scalars"]
+    for title, chart_keys in DIAGNOSTIC_CHARTS.items():
+        shown = _matched(charts[("collapse", title)], tags)
+        assert shown == {f"run/{key}" for key in chart_keys}, title
+        assert len(events.Scalars(f"run/{chart_keys[0]}")) == 2
+
+
+@pytest.mark.slow
+def test_search_charts_op_weights_and_keeps_their_history_across_a_resume(
+    tmp_path, monkeypatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    import nas.search_task
+
+    drawn = []  # the epochs each heat map is drawn from
+
+    def spy(space, kind, rows):
+        drawn.append([row["epoch"] for row in rows])
+        return op_weights_figure(space, kind, rows)
+
+    monkeypatch.setattr(nas.search_task, "op_weights_figure", spy)
+    run = tmp_path / "run"
+    # 1 step per epoch: step 2 fails in epoch 2, after epoch 1's checkpoint and logs
+    monkeypatch.setenv(FAULT_ENV, "2")
+    monkeypatch.setenv(FAULT_KIND_ENV, "raise")
+    with pytest.raises(RuntimeError, match="injected fault"):
+        main([*SEARCH, "--out", str(run)])
+    assert [row["epoch"] for row in jsonl_rows(run, OP_WEIGHTS_LOG)] == [1]
+    assert not (run / "op_weights_normal.png").exists()  # written when the search ends
+    monkeypatch.delenv(FAULT_ENV)
+    assert main(["search", "--out", str(run), "--resume"]) == 0
+
+    rows = jsonl_rows(run, OP_WEIGHTS_LOG)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert drawn == [[1], [1], [1, 2], [1, 2]]  # normal and reduce; epoch 1 kept by the resume
+    events, charts, _ = _events(run)
+    tags = events.Tags()["scalars"]
+    alpha_tags = [tag for tag in tags if tag.startswith("alphas_")]
+    assert len(alpha_tags) == 2 * 5 * 4 and "alphas_normal/state3_from1/sep_conv_3x3" in tags
+    for kind in CELL_KINDS:
+        for (target, source), edge in zip(cell_edges(TINY), rows[-1][kind]):
+            title = (f"op weights, {kind} cell", f"{kind}: state {target} <- state {source}")
+            shown = sorted(_matched(charts[title], tags))
+            prefix = f"alphas_{kind}/state{target}_from{source}/"
+            assert shown == sorted(prefix + op for op in TINY.ops)
+            curve = events.Scalars(prefix + TINY.ops[-1])
+            assert [point.step for point in curve] == [1, 2]  # epoch 2 once, not twice
+            assert curve[-1].value == pytest.approx(edge[-1])
+    assert _matched(charts[("search", "loss")], tags) == {"loss/train", "loss/val"}
+    for kind in CELL_KINDS:
+        assert [image.step for image in events.Images(f"op_weights/{kind}")] == [1, 2]
+        assert (run / f"op_weights_{kind}.png").read_bytes()[:4] == b"\x89PNG"
