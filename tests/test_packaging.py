@@ -138,7 +138,7 @@ def test_help_lists_the_registered_choices_plugins_included(capsys) -> None:
         del STRATEGIES._items["my_plugin_strategy"]
     text = " ".join(capsys.readouterr().out.split())
     assert "search strategy: asap, darts, gdas, my_plugin_strategy, random_ws" in text
-    assert "search space: darts, tiny" in text
+    assert "search space: darts, rdarts_s2, rdarts_s3, tiny" in text
     assert (
         "dataset: breast_cancer, cifar10, csv, digits, folder, mnist1d, mnist1d_shuffle, npz, "
         "synthetic" in text
@@ -198,7 +198,7 @@ def test_spaces_are_found_when_the_cwd_holds_its_own_search_spaces(tmp_path) -> 
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == ["['darts', 'tiny']", "False"]
+    assert result.stdout.splitlines() == ["['darts', 'rdarts_s2', 'rdarts_s3', 'tiny']", "False"]
 
 
 class _Terminal(io.StringIO):
@@ -303,6 +303,7 @@ def test_a_wheel_runs_outside_the_repository(tmp_path) -> None:
     assert sorted(p.name for p in (target / "nas" / "search_spaces").glob("*.py")) == [
         "__init__.py",
         "darts.py",
+        "rdarts.py",
         "tiny.py",
     ]
     assert not (target / "search_spaces").exists()
