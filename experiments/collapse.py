@@ -30,7 +30,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from search_quality import run_nas, selected
+from search_quality import run_nas, save_record, selected
 
 GUARDS = {
     "plain": ("DARTS order 1, no guard", []),
@@ -251,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"failed: {err}", file=sys.stderr)
                 failed.append(str(path))
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".tmp")
-            partial.write_text(json.dumps(record, indent=1) + "\n")
-            partial.replace(path)
+            save_record(path, record)
     print(table(args.out, seeds, budget))
     if args.plot is not None:
         plot(args.out, seeds, budget, args.plot)

@@ -281,6 +281,14 @@ def table(out: Path, dataset: str, seeds: list[int], budget: Budget, random_coun
     return "\n".join(lines) + "\n"
 
 
+def save_record(path: Path, record: dict) -> None:
+    """Write `record` as JSON at `path`: whole or not at all (an interrupted write leaves none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(record, indent=1) + "\n")
+    partial.replace(path)
+
+
 def run_missing(args: argparse.Namespace, budget: Budget) -> list[str]:
     """Run every asked-for run that has no record yet, one at a time; the records that failed."""
     failed = []
@@ -301,10 +309,7 @@ def run_missing(args: argparse.Namespace, budget: Budget) -> list[str]:
             print(f"failed: {err}", file=sys.stderr)
             failed.append(str(path))
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
-        partial.write_text(json.dumps(record, indent=1) + "\n")
-        partial.replace(path)  # a record exists whole or not at all
+        save_record(path, record)
     return failed
 
 
