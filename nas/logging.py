@@ -26,7 +26,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
         self.run_dir = run_dir
         self.enabled = enabled
-        self._writer: Any = None
+        self._writers: dict[str, Any] = {}  # one per TensorBoard run ("" = tb/ itself)
         self._purge_step: int | None = None
         self._layout: dict[str, dict[str, list[str]]] | None = None
         # Off a terminal: a progress line after the run's first step, then one a minute.
@@ -37,12 +37,13 @@ class RunLogger:
         """Where the TensorBoard event files go."""
         return self.run_dir / "tb"
 
-    def _tb(self) -> Any:
-        if self._writer is None:
+    def _tb(self, series: str = "") -> Any:
+        if series not in self._writers:
             from torch.utils.tensorboard import SummaryWriter  # lazy: keeps `import nas` fast
 
-            self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self._purge_step)
-        return self._writer
+            folder = self.tensorboard_dir / series if series else self.tensorboard_dir
+            self._writers[series] = SummaryWriter(str(folder), purge_step=self._purge_step)
+        return self._writers[series]
 
     def rewind(self, epoch: int) -> None:
         """Forget everything logged after `epoch` completed epochs (a resumed run redoes them).
@@ -95,7 +96,7 @@ class RunLogger:
         step = record["epoch"]
         for key, value in record.items():
             if key != "epoch" and isinstance(value, int | float):
-                self.scalar(metric_tag(key), value, step)
+                self.scalar(*metric_tag(key), value, step)
 
     def summary(self, record: dict[str, Any], epochs: int, extras: Iterable[str] = ()) -> None:
         """One line per epoch on stderr: losses, accuracies, the `extras` keys, seconds."""
@@ -117,10 +118,13 @@ class RunLogger:
         if self.enabled:
             tqdm.write(message, sys.stderr)
 
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        """One TensorBoard scalar."""
+    def scalar(self, tag: str, series: str, value: float, step: int) -> None:
+        """One TensorBoard scalar. `series` names the TensorBoard run (a subfolder of tb/) it goes
+        to, "" for tb/ itself: TensorBoard draws a tag's curves from several runs on one chart, in
+        one colour per run and with the run's name, so the curves to compare share a tag and each
+        gets its own series (train and val, normal and reduce, one op against another)."""
         if self.enabled:
-            self._tb().add_scalar(tag, value, step)
+            self._tb(series).add_scalar(tag, value, step)
 
     def layout(self, layout: dict[str, dict[str, list[str]]]) -> None:
         """TensorBoard's custom-scalars view: `{category: {chart title: [scalar tags]}}`, each chart
@@ -163,10 +167,10 @@ class RunLogger:
         )
 
     def close(self) -> None:
-        """Flush and close the TensorBoard writer."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Flush and close the TensorBoard writers."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
 
 def is_terminal(stream: Any) -> bool:
@@ -244,12 +248,17 @@ def _row_epoch(line: bytes) -> float | None:
     return at
 
 
-def metric_tag(key: str) -> str:
-    """metrics key -> TensorBoard tag: train_loss -> loss/train, val_acc -> accuracy/val."""
+def metric_tag(key: str) -> tuple[str, str]:
+    """metrics key -> (TensorBoard tag, series; see `RunLogger.scalar`): train_loss -> ("loss",
+    "train"), val_acc -> ("accuracy", "val"), param_free_normal -> ("run/param_free", "normal"),
+    lr -> ("run/lr", "")."""
     for metric, group in (("_loss", "loss"), ("_acc", "accuracy")):
         if key.endswith(metric):
-            return f"{group}/{key[: -len(metric)]}"
-    return f"run/{key}"
+            return group, key[: -len(metric)]
+    for kind in ("normal", "reduce"):
+        if key.endswith(f"_{kind}"):
+            return f"run/{key[: -len(kind) - 1]}", kind
+    return f"run/{key}", ""
 
 
 def _exactly(tags: list[str]) -> str:

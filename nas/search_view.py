@@ -48,9 +48,10 @@ def cell_edges(space: CellSpace) -> list[tuple[int, int]]:
     return sorted(edges, key=lambda edge: space.edge_index(edge[0] - NUM_INPUT_NODES, edge[1]))
 
 
-def alpha_tag(kind: str, target: int, source: int, op: str) -> str:
-    """The TensorBoard tag of an op's weight on the edge from state `source` to state `target`."""
-    return f"alphas_{kind}/state{target}_from{source}/{op}"
+def alpha_tag(kind: str, target: int, source: int) -> str:
+    """The TensorBoard tag of the op weights on the edge from state `source` to state `target`;
+    each op is its own series (`RunLogger.scalar`), named by the op."""
+    return f"alphas_{kind}/state{target}_from{source}"
 
 
 def op_weights_row(
@@ -70,21 +71,20 @@ def op_weights_row(
 def scalar_layout(space: CellSpace, metric_keys: Iterable[str]) -> dict[str, dict[str, list[str]]]:
     """The custom-scalars layout of a search (see `RunLogger.layout`): losses and accuracies, the
     collapse diagnostics among `metric_keys` (the epoch record's keys), and per cell kind one chart
-    per edge with the curves of all its ops."""
+    per edge with the curves of all its ops. A chart lists tags; each tag's series (train and val,
+    normal and reduce, the ops) are its curves."""
     keys = set(metric_keys)
     layout = {}
     for category, charts in (("search", _LEARNING_CHARTS), ("collapse", DIAGNOSTIC_CHARTS)):
         tags = {
-            title: [metric_tag(key) for key in chart_keys if key in keys]
+            title: list(dict.fromkeys(metric_tag(key)[0] for key in chart_keys if key in keys))
             for title, chart_keys in charts.items()
         }
         if any(tags.values()):
             layout[category] = {title: chart for title, chart in tags.items() if chart}
     for kind in CELL_KINDS:
         layout[f"op weights, {kind} cell"] = {
-            f"{kind}: state {target} <- state {source}": [
-                alpha_tag(kind, target, source, op) for op in space.ops
-            ]
+            f"{kind}: state {target} <- state {source}": [alpha_tag(kind, target, source)]
             for target, source in cell_edges(space)
         }
     return layout

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -88,6 +89,19 @@ def jsonl_rows(run: Path, name: str = "metrics.jsonl") -> list[dict]:
     """The rows of a run's jsonl file, without the TIMING fields."""
     rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def tensorboard_runs(tb: Path, **size_guidance: int) -> dict[str, Any]:
+    """The EventAccumulator of each TensorBoard run in `tb` (a run's tb/ folder), by series: ""
+    for tb/ itself, else the subfolder's name (`RunLogger.scalar`)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = {}
+    for folder in [tb, *sorted(path for path in tb.iterdir() if path.is_dir())]:
+        events = EventAccumulator(str(folder), size_guidance={"images": 0, **size_guidance})
+        events.Reload()
+        runs["" if folder == tb else folder.name] = events
+    return runs
 
 
 def file_states(folder: Path) -> dict[str, tuple[bytes, int]]:

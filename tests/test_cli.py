@@ -9,7 +9,8 @@ import yaml
 
 from nas.cli import main
 from nas.genotype import Genotype
-from tests.conftest import TINY_DATA
+from nas.spaces import get_space
+from tests.conftest import TINY_DATA, tensorboard_runs
 
 SMALL = [*TINY_DATA, "--layers", "3", "--channels", "4", "--batch-size", "8"]
 
@@ -51,21 +52,23 @@ def test_search_writes_the_run_directory(tmp_path, capsys, order: str) -> None:
 
 @pytest.mark.slow
 def test_tensorboard_holds_losses_alphas_and_genotype_picture(tmp_path) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     assert (
         main(["search", *SMALL, "--space", "tiny", "--epochs", "1", "--out", str(tmp_path / "r")])
         == 0
     )
-    events = EventAccumulator(str(tmp_path / "r" / "tb"), size_guidance={"images": 0})
-    events.Reload()
-    scalars = events.Tags()["scalars"]
-    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "run/lr"} <= set(scalars)
-    # tiny space: 5 edges x 4 ops per cell kind
-    assert len([t for t in scalars if t.startswith("alphas_")]) == 2 * 5 * 4
-    assert "alphas_normal/state3_from1/sep_conv_3x3" in scalars
+    runs = tensorboard_runs(tmp_path / "r" / "tb")
+    ops = list(get_space("tiny").ops)
+    # one TensorBoard run per curve to compare: train and val, normal and reduce, each op
+    assert sorted(runs) == sorted(["", "train", "val", "normal", "reduce", *ops])
+    assert {"run/lr", "run/epoch_seconds"} <= set(runs[""].Tags()["scalars"])
+    for series in ("train", "val"):
+        assert set(runs[series].Tags()["scalars"]) == {"loss", "accuracy"}
+    assert "run/param_free" in runs["normal"].Tags()["scalars"]
+    for op in ops:  # tiny space: 5 edges per cell kind
+        tags = runs[op].Tags()["scalars"]
+        assert len(tags) == 2 * 5 and "alphas_normal/state3_from1" in tags
     images = ["genotype", "op_weights/normal", "op_weights/reduce"]
-    assert sorted(events.Tags()["images"]) == images
+    assert sorted(runs[""].Tags()["images"]) == images
 
 
 def test_config_file_and_set_override(tmp_path) -> None:
