@@ -58,6 +58,8 @@ class Budget:
     layers: int = 5
     channels: int = 8
     batch_size: int = 64
+    alpha_lr: float = 3e-4
+    train_portion: float = 0.5
     hessian_every: int = 1
     hessian_samples: int = 32
     # The final training of nas/configs/train_digits.yaml, for 20 epochs.
@@ -69,7 +71,9 @@ class Budget:
     def header(self) -> str:
         return (
             f"{self.dataset}, space {self.space}; search {self.search_epochs} epochs, "
-            f"{self.layers} cells, C={self.channels}, batch {self.batch_size}, eigenvalue every "
+            f"{self.layers} cells, C={self.channels}, batch {self.batch_size}, alpha lr "
+            f"{self.alpha_lr:g}, {self.train_portion:g} of the training split for the weights, "
+            "eigenvalue every "
             f"{self.hessian_every} epoch(s) on {self.hessian_samples} validation samples; final "
             f"training {self.train_epochs} epochs, {self.train_layers} cells, "
             f"C={self.train_channels}, batch {self.train_batch_size}"
@@ -85,6 +89,8 @@ def run_one(budget: Budget, row: str, seed: int, runs: Path) -> dict:
     search = ["search", "--strategy", "darts", "--order", "1", "--space", budget.space]
     search += ["--layers", str(budget.layers), "--channels", str(budget.channels), *common]
     search += ["--batch-size", str(budget.batch_size)]
+    search += ["--set", f"strategy.alpha_lr={budget.alpha_lr}"]
+    search += ["--set", f"data.train_portion={budget.train_portion}"]
     search += ["--epochs", str(budget.search_epochs), "--out", str(folder / "search")]
     search += ["--set", f"collapse.hessian_every={budget.hessian_every}"]
     search += ["--set", f"collapse.hessian_samples={budget.hessian_samples}", *GUARDS[row][1]]
