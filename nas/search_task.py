@@ -40,6 +40,10 @@ from nas.spaces import get_space
 from nas.strategies import STRATEGIES
 from nas.supernet import SearchNetwork
 
+# Drawing a heat map takes about a second on a CPU, as long as a short epoch: TensorBoard gets them
+# at a process's first epoch, at the last, and in between at most once this many seconds.
+HEAT_MAP_INTERVAL_S = 60.0
+
 
 class SearchTask(Task):
     """Searches `config.model.space` on the training set, split into weight and alpha halves."""
@@ -78,6 +82,8 @@ class SearchTask(Task):
         )
         self.collapse = CollapseWatch(config.collapse)
         self.warnings: list[str] = []  # the last epoch's collapse warnings, printed by log_epoch
+        self._pictured: Genotype | None = None  # the genotype whose picture TensorBoard has
+        self._heat_maps_at: float | None = None  # time.monotonic() of the last heat maps
 
     def steps_per_epoch(self) -> int:
         world = self.runtime.world_size
@@ -200,9 +206,16 @@ class SearchTask(Task):
         metric_keys = {key for row in logger.read_jsonl("metrics.jsonl") for key in row}
         logger.layout(scalar_layout(self.space, metric_keys))
         logger.text("genotype", f"`{genotype.to_notation()}`", step)
-        picture = genotype_picture(genotype)
-        if picture is not None:
-            logger.image("genotype", picture, step)
+        if genotype != self._pictured:  # drawn when it changes
+            self._pictured = genotype
+            picture = genotype_picture(genotype)
+            if picture is not None:
+                logger.image("genotype", picture, step)
+        now = time.monotonic()
+        since = None if self._heat_maps_at is None else now - self._heat_maps_at
+        if not progress.complete and since is not None and since < HEAT_MAP_INTERVAL_S:
+            return
+        self._heat_maps_at = now
         history = logger.read_jsonl(OP_WEIGHTS_LOG)  # every epoch so far, resumed runs included
         for kind in CELL_KINDS:
             draw = partial(op_weights_figure, self.space, kind, history)

@@ -203,3 +203,34 @@ def test_search_charts_op_weights_and_keeps_their_history_across_a_resume(
             curve = runs[TINY.ops[-1]].Scalars(tag)
             assert [point.step for point in curve] == [1, 2]  # epoch 2 once, not twice
             assert curve[-1].value == pytest.approx(edge[-1])
+
+
+@pytest.mark.parametrize("interval, epochs_drawn", [(1e9, [1, 3]), (0.0, [1, 2, 3])])
+def test_pictures_are_drawn_when_they_change_or_are_due(
+    tmp_path, monkeypatch, interval, epochs_drawn
+) -> None:
+    pytest.importorskip("matplotlib")
+    import nas.search_task
+    from nas.drawing import genotype_picture
+
+    heat_maps, pictures = [], []
+
+    def heat_map(space, kind, rows):
+        heat_maps.append(rows[-1]["epoch"])
+        return op_weights_figure(space, kind, rows)
+
+    def picture(genotype):
+        pictures.append(genotype)
+        return genotype_picture(genotype)
+
+    monkeypatch.setattr(nas.search_task, "op_weights_figure", heat_map)
+    monkeypatch.setattr(nas.search_task, "genotype_picture", picture)
+    monkeypatch.setattr(nas.search_task, "HEAT_MAP_INTERVAL_S", interval)
+    run = tmp_path / "run"
+    # alphas that hardly move: the genotype of epoch 1 stays
+    args = [*SEARCH, "--epochs", "3", "--set", "strategy.alpha_lr=1e-9", "--out", str(run)]
+    assert main(args) == 0
+    assert heat_maps == [epoch for epoch in epochs_drawn for _ in CELL_KINDS]
+    genotypes = [row["genotype"] for row in jsonl_rows(run, "genotypes.jsonl")]
+    changes = [g for i, g in enumerate(genotypes) if i == 0 or g != genotypes[i - 1]]
+    assert [g.to_dict() for g in pictures] == changes and len(changes) == 1
