@@ -4,7 +4,9 @@ guard do to the test accuracy of the network trained from the genotype?
 Rows, each `nas search` with the diagnostics on (the eigenvalue every --hessian-every epochs),
 then `nas train` of the genotype the search wrote, with one final-training budget for all:
   plain       DARTS order 1, no guard
-  cap         --set collapse.max_skips=2                 (P-DARTS)
+  cap         --set collapse.max_skips=2                 (P-DARTS; the cap changes only how the
+              genotype is derived, so this row derives it, as the search would, from the
+              final alphas of the plain row's search of the same seed)
   stop_ops    --set collapse.early_stop=param_free       (DARTS+)
   stop_eigen  --set collapse.early_stop=eigenvalue       (R-DARTS; windows of 3 epochs, as
               the search is 10 epochs long where R-DARTS's k=5 served 50)
@@ -27,7 +29,7 @@ import json
 import shutil
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from search_quality import run_nas, save_record, selected
@@ -86,15 +88,14 @@ def run_one(budget: Budget, row: str, seed: int, runs: Path) -> dict:
     if folder.exists():  # an interrupted run: start it again
         shutil.rmtree(folder)
     common = ["--dataset", budget.dataset, "--seed", str(seed)]
-    search = ["search", "--strategy", "darts", "--order", "1", "--space", budget.space]
-    search += ["--layers", str(budget.layers), "--channels", str(budget.channels), *common]
-    search += ["--batch-size", str(budget.batch_size)]
-    search += ["--set", f"strategy.alpha_lr={budget.alpha_lr}"]
-    search += ["--set", f"data.train_portion={budget.train_portion}"]
-    search += ["--epochs", str(budget.search_epochs), "--out", str(folder / "search")]
-    search += ["--set", f"collapse.hessian_every={budget.hessian_every}"]
-    search += ["--set", f"collapse.hessian_samples={budget.hessian_samples}", *GUARDS[row][1]]
-    search_s = run_nas(search)
+    if row == "cap":
+        # The cap changes only how the genotype is derived, not the search: its search is the
+        # plain row's, so its genotype is derived from the plain search's final alphas.
+        derive_capped(runs / "plain" / f"seed{seed}" / "search", folder / "search")
+        search, search_s = ["search", "(the plain row's search)", *GUARDS[row][1]], None
+    else:
+        search = search_command(budget, row, seed, folder / "search")
+        search_s = run_nas(search)
     train = ["train", "--genotype", str(folder / "search"), *common]
     train += ["--layers", str(budget.train_layers), "--channels", str(budget.train_channels)]
     train += ["--batch-size", str(budget.train_batch_size)]
@@ -117,6 +118,42 @@ def run_one(budget: Budget, row: str, seed: int, runs: Path) -> dict:
         "genotype": genotype,
         "commands": ["nas " + " ".join(command) for command in (search, train)],
     }
+
+
+def search_command(budget: Budget, row: str, seed: int, out: Path) -> list[str]:
+    """The `nas search` arguments of a row's search."""
+    search = ["search", "--strategy", "darts", "--order", "1", "--space", budget.space]
+    search += ["--layers", str(budget.layers), "--channels", str(budget.channels)]
+    search += ["--dataset", budget.dataset, "--seed", str(seed)]
+    search += ["--batch-size", str(budget.batch_size)]
+    search += ["--set", f"strategy.alpha_lr={budget.alpha_lr}"]
+    search += ["--set", f"data.train_portion={budget.train_portion}"]
+    search += ["--epochs", str(budget.search_epochs), "--out", str(out)]
+    search += ["--set", f"collapse.hessian_every={budget.hessian_every}"]
+    search += ["--set", f"collapse.hessian_samples={budget.hessian_samples}", *GUARDS[row][1]]
+    return search
+
+
+def derive_capped(plain: Path, out: Path, max_skips: int = 2) -> None:
+    """Copy the plain search's run folder `plain` to `out` and derive its genotype.json again from
+    the final alphas with at most `max_skips` skips in the normal cell, as
+    SearchNetwork.genotype() does with collapse.max_skips set."""
+    import torch.nn.functional as F
+
+    from nas.genotype import CELL_KINDS, Genotype, derive_genotype
+    from nas.runtime.checkpoint import load_checkpoint
+    from nas.spaces import get_space
+
+    if not (plain / "checkpoints" / "last.pt").is_file():
+        raise RuntimeError(f"the cap row derives from the plain row's search {plain}: run it first")
+    shutil.copytree(plain, out)
+    network = load_checkpoint(out / "checkpoints" / "last.pt", restore_rng=False)["task"]["network"]
+    if any(bool((network[f"pruned_{kind}"] >= 0).any()) for kind in CELL_KINDS):
+        raise RuntimeError("the cap row expects a search that prunes no op (DARTS)")
+    scores = [F.softmax(network[f"alpha_{kind}"].double(), dim=-1) for kind in CELL_KINDS]
+    searched = Genotype.load(out / "genotype.json")
+    capped = derive_genotype(get_space(searched.space), scores, max_skips)
+    replace(capped, search=searched.search).save(out / "genotype.json")
 
 
 def kept_epoch(run: Path) -> int:
@@ -142,6 +179,12 @@ def _ops(genotype: dict) -> str:
     ops = [edge["op"] for node in genotype["normal"]["nodes"] for edge in node]
     free = sum(op in ("skip_connect", "max_pool_3x3", "avg_pool_3x3") for op in ops)
     return f"{free}/{len(ops)} ({ops.count('skip_connect')} skips)"
+
+
+def _seconds(times: list[float | None]) -> str:
+    """The mean of the times that were measured ("plain's" for the cap row)."""
+    measured = [t for t in times if t is not None]
+    return f"{statistics.mean(measured):.0f} s" if measured else "plain's"
 
 
 def _point(indicators: dict) -> str:
@@ -178,7 +221,7 @@ def table(out: Path, seeds: list[int], budget: Budget) -> str:
             f"{statistics.mean(accs):.1f}{spread} (n={len(accs)})",
             ", ".join(_ops(r["genotype"]) for r in records),
             ", ".join(f"{r['search_epochs_run']} ({r['kept_epoch']})" for r in records),
-            f"{statistics.mean(r['search_seconds'] for r in records):.0f} s",
+            _seconds([r["search_seconds"] for r in records]),
             f"{100 * statistics.mean(share):.0f}%" if share else "-",
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
