@@ -250,6 +250,8 @@ def plot(out: Path, seeds: list[int], budget: Budget, path: Path) -> None:
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for colour, row in zip(colours, GUARDS):
+        if row == "cap":  # the plain row's search: its indicators are the plain row's
+            continue
         for seed, style in zip(seeds, ("-", "--", ":")):
             record = load(out / row / f"seed{seed}.json", budget)
             if record is None:
@@ -264,7 +266,7 @@ def plot(out: Path, seeds: list[int], budget: Budget, path: Path) -> None:
         axis.set_xlabel("search epoch")
         axis.grid(alpha=0.3)
         axis.ticklabel_format(axis="y", useOffset=False)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7, ncol=2)
     figure.suptitle(budget.header(), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
