@@ -96,7 +96,8 @@ class RunLogger:
         step = record["epoch"]
         for key, value in record.items():
             if key != "epoch" and isinstance(value, int | float):
-                self.scalar(*metric_tag(key), value, step)
+                tag, series = metric_tag(key)
+                self.scalar(tag, value, step, series)
 
     def summary(self, record: dict[str, Any], epochs: int, extras: Iterable[str] = ()) -> None:
         """One line per epoch on stderr: losses, accuracies, the `extras` keys, seconds."""
@@ -118,7 +119,7 @@ class RunLogger:
         if self.enabled:
             tqdm.write(message, sys.stderr)
 
-    def scalar(self, tag: str, series: str, value: float, step: int) -> None:
+    def scalar(self, tag: str, value: float, step: int, series: str = "") -> None:
         """One TensorBoard scalar. `series` names the TensorBoard run (a subfolder of tb/) it goes
         to, "" for tb/ itself: TensorBoard draws a tag's curves from several runs on one chart, in
         one colour per run and with the run's name, so the curves to compare share a tag and each

@@ -202,7 +202,7 @@ class SearchTask(Task):
             for (target, source), edge in zip(cell_edges(self.space), weights[kind]):
                 for op, weight in zip(self.space.ops, edge):
                     if weight is not None:  # a pruned op's curve ends where it was pruned
-                        logger.scalar(alpha_tag(kind, target, source), op, weight, step)
+                        logger.scalar(alpha_tag(kind, target, source), weight, step, series=op)
         metric_keys = {key for row in logger.read_jsonl("metrics.jsonl") for key in row}
         logger.layout(scalar_layout(self.space, metric_keys))
         logger.text("genotype", f"`{genotype.to_notation()}`", step)

@@ -59,12 +59,10 @@ def write_iteration(log: IterationLog, task: Any, logger: RunLogger) -> None:
     for report in log.reports:
         logger.append_jsonl("candidates.jsonl", {"epoch": log.epoch, **report})
         label = candidate_label(report["architecture"])
-        logger.scalar(
-            f"candidate_objective/iteration{step}/{label}", "", report["val_objective"], step
-        )
-    logger.scalar("adanet/objective", "", log.record["objective"], step)
-    logger.scalar("adanet/members", "", log.record["members"], step)
+        logger.scalar(f"candidate_objective/iteration{step}/{label}", report["val_objective"], step)
+    logger.scalar("adanet/objective", log.record["objective"], step)
+    logger.scalar("adanet/members", log.record["members"], step)
     for index, member in enumerate(data["members"]):
         weight = member["mixture_weight"]
         value = weight if isinstance(weight, float) else sum(map(abs, weight)) / len(weight)
-        logger.scalar(f"mixture_weight/member{index}", "", value, step)
+        logger.scalar(f"mixture_weight/member{index}", value, step)

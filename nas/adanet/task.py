@@ -371,7 +371,7 @@ class GrowTask(Task):
     def log_epoch(self, epoch: int, record: dict[str, Any], logger: RunLogger) -> None:
         for label, loss in self._round_log.items():
             logger.scalar(
-                f"candidate_own_val_loss/iteration{self.iteration + 1}/{label}", "", loss, epoch + 1
+                f"candidate_own_val_loss/iteration{self.iteration + 1}/{label}", loss, epoch + 1
             )
         self._round_log = {}
         if self._log is not None:
